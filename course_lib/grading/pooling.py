@@ -1,0 +1,59 @@
+"""Exercises of lecture 02 (pooling), checked against torch's pooling and autograd."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .conv import _dtype, _int
+from .core import Case, Exercise, register
+
+LECTURE = "02_pooling"
+
+SLIDE_SLICE = torch.tensor([[1.0, 1, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]]).view(1, 1, 4, 4)
+
+
+def _pool_cases(with_padding):
+    def cases(gen, hidden):
+        out = [Case((SLIDE_SLICE, 2), {"stride": 2}, label="the lecture's 4x4 slice, 2x2 windows, stride 2")]
+        while len(out) < 12:
+            dtype = _dtype(gen)
+            n, c, h, w = _int(gen, 1, 3), _int(gen, 1, 4), _int(gen, 2, 13), _int(gen, 2, 13)
+            kernel = _int(gen, 1, 4)
+            if kernel > min(h, w):
+                continue
+            kwargs = {}
+            choice = _int(gen, 0, 2)
+            if choice:  # sometimes the default stride (= kernel), sometimes overlapping or gapped windows
+                kwargs["stride"] = _int(gen, 1, 4)
+            if with_padding and _int(gen, 0, 1):
+                kwargs["padding"] = _int(gen, 0, kernel // 2)
+            # Negative values make "padding with zeros" visible in max pooling.
+            x = torch.randn(n, c, h, w, generator=gen, dtype=dtype) - 0.5
+            out.append(Case((x, kernel), kwargs))
+        return out
+
+    return cases
+
+
+register(Exercise("max_pool2d", LECTURE, 2, _pool_cases(True), lambda case: F.max_pool2d(*case.args, **case.kwargs)))
+register(Exercise("avg_pool2d", LECTURE, 2, _pool_cases(True), lambda case: F.avg_pool2d(*case.args, **case.kwargs)))
+
+
+def _backward_cases(gen, hidden):
+    pooled = F.max_pool2d(SLIDE_SLICE, 2)
+    out = [Case((torch.ones_like(pooled), SLIDE_SLICE, 2), label="the lecture's 4x4 slice, output gradient all ones")]
+    for case in _pool_cases(False)(gen, hidden)[1:]:
+        x, kernel = case.args
+        grad_out = torch.randn_like(F.max_pool2d(x, kernel, **case.kwargs))
+        out.append(Case((grad_out, x, kernel), dict(case.kwargs)))
+    return out
+
+
+def _backward_oracle(case):
+    grad_out, x, kernel = case.args
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.max_pool2d(x, kernel, **case.kwargs), x, grad_out)
+    return grad
+
+
+register(Exercise("max_pool2d_backward", LECTURE, 3, _backward_cases, _backward_oracle))
