@@ -7,6 +7,7 @@ empirical measurements, or the lectures' hand-worked examples.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from .core import (
     HIDDEN_SEED_ENV,
@@ -18,15 +19,17 @@ from .core import (
     get_exercise,
 )
 
-__all__ = ["check", "grade_cases", "CheckResult", "Exercise", "Case", "exercise_names", "get_exercise", "HIDDEN_SEED_ENV"]
+__all__ = ["check", "summary", "grade_cases", "run_cases", "CheckResult", "Exercise", "Case", "exercise_names", "get_exercise", "HIDDEN_SEED_ENV"]
 
-# Exercise modules in lecture order; each registers its exercises when imported.
-_LECTURE_MODULES = ["conv", "pooling"]
+# Every module of this package except the machinery below is a lecture's exercise module; each
+# registers its exercises (with their lecture) when imported, so adding a lecture touches no list.
+_MACHINERY = {"core", "cli", "harness", "sandbox", "serialize"}
 
 
 def _load_all() -> None:
-    for name in _LECTURE_MODULES:
-        importlib.import_module(f"{__name__}.{name}")
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in _MACHINERY and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError()` with your code, then run this cell again"
@@ -83,3 +86,24 @@ def check(name: str, fn, seed: int | None = None) -> CheckResult:
     generator, hidden = case_generator(seed)
     cases = exercise.cases(generator, hidden)
     return grade_cases(exercise, cases, run_cases(exercise, fn, cases))
+
+
+def summary(namespace: dict, lecture: str) -> list[CheckResult]:
+    """Check every exercise of ``lecture`` found in ``namespace`` (pass ``globals()``), print one line
+    each and the total, and return the results."""
+    names = exercise_names(lecture)
+    if not names:
+        raise ValueError(f"lecture must name a lecture with exercises, got {lecture!r}")
+    results = []
+    for name in names:
+        fn = namespace.get(name)
+        if fn is None:
+            exercise = get_exercise(name)
+            results.append(CheckResult(name, False, 0, exercise.points, f"{name} is not defined: run its cell first", status="error"))
+        else:
+            results.append(check(name, fn))
+    for result in results:
+        mark = "PASS" if result.passed else ("TODO" if result.status == "not implemented" else "FAIL")
+        print(f"[{mark}] {result.name:24s} {result.points:g}/{result.max_points:g}")
+    print(f"total: {sum(r.points for r in results):g} / {sum(r.max_points for r in results):g} points")
+    return results

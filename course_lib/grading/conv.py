@@ -54,11 +54,12 @@ register(Exercise("conv_output_size", LECTURE, 2, _output_size_cases, _output_si
 def _conv_cases(max_size):
     def cases(gen, hidden):
         example = torch.arange(49.0).view(1, 1, 7, 7) / 10
-        box = torch.ones(1, 1, 3, 3) / 9
+        # A Sobel filter is not symmetric, so flipped or transposed kernels show up at once.
+        sobel = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]]).view(1, 1, 3, 3)
         out = [
-            Case((example, box), {"stride": 1}, label="7x7 input, 3x3 box filter, stride 1 -> 5x5 (lecture)"),
-            Case((example, box), {"stride": 2}, label="7x7 input, 3x3 box filter, stride 2 -> 3x3 (lecture)"),
-            Case((example, box), {"padding": 1}, label="7x7 input, 3x3 box filter, padding 1 keeps 7x7 (lecture)"),
+            Case((example, sobel), {"stride": 1}, label="7x7 input, 3x3 Sobel filter, stride 1 -> 5x5 (lecture)"),
+            Case((example, sobel), {"stride": 2}, label="7x7 input, 3x3 Sobel filter, stride 2 -> 3x3 (lecture)"),
+            Case((example, sobel), {"padding": 1}, label="7x7 input, 3x3 Sobel filter, padding 1 keeps 7x7 (lecture)"),
         ]
         while len(out) < 12:
             dtype = _dtype(gen)

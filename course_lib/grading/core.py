@@ -248,4 +248,5 @@ def exercise_names(lecture: str | None = None) -> list[str]:
     from . import _load_all
 
     _load_all()
-    return [n for n, ex in REGISTRY.items() if lecture is None or ex.lecture == lecture]
+    chosen = [ex for ex in REGISTRY.values() if lecture is None or ex.lecture == lecture]
+    return [ex.name for ex in sorted(chosen, key=lambda ex: ex.lecture)]  # stable: notebook order within a lecture

@@ -42,7 +42,11 @@ register(Exercise("avg_pool2d", LECTURE, 2, _pool_cases(True), lambda case: F.av
 def _backward_cases(gen, hidden):
     pooled = F.max_pool2d(SLIDE_SLICE, 2)
     out = [Case((torch.ones_like(pooled), SLIDE_SLICE, 2), label="the lecture's 4x4 slice, output gradient all ones")]
-    for case in _pool_cases(False)(gen, hidden)[1:]:
+    # Overlapping windows: a local maximum wins several windows and must collect every gradient.
+    x = torch.randn(2, 2, 7, 7, generator=gen, dtype=torch.float64)
+    out.append(Case((torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64), x, 3), {"stride": 1},
+                    label="overlapping 3x3 windows at stride 1 on a [2, 2, 7, 7] input"))
+    for case in _pool_cases(False)(gen, hidden)[2:]:
         x, kernel = case.args
         grad_out = torch.randn_like(F.max_pool2d(x, kernel, **case.kwargs))
         out.append(Case((grad_out, x, kernel), dict(case.kwargs)))

@@ -1,0 +1,104 @@
+"""``python -m course_lib.bench``: how fast course_lib is next to PyTorch, as ratios.
+
+Each row times a course_lib function and its PyTorch counterpart on the same inputs in the same run
+(best of several repeats, after a warm-up) and prints ``ours / torch``: 1.0 means as fast, 2.0 twice
+as slow. Timings are for reading, never asserted in tests.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Row", "time_call", "rows", "run", "main"]
+
+
+@dataclass
+class Row:
+    """One comparison: ``ours`` and ``reference`` are zero-argument callables on prepared inputs."""
+
+    name: str
+    shape: str
+    ours: Callable
+    reference: Callable
+    reference_name: str
+
+
+def time_call(fn: Callable, repeats: int = 5, device: torch.device | None = None) -> float:
+    """Best wall time of ``fn()`` in seconds over ``repeats`` runs, after one warm-up run."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _conv_rows(dev, quick):
+    from . import conv
+
+    shapes = [((32, 64, 56, 56), (64, 64, 3, 3), 1), ((16, 3, 224, 224), (64, 3, 7, 7), 3), ((64, 128, 28, 28), (128, 128, 3, 3), 1)]
+    for index, (xs, ws, pad) in enumerate(shapes[:1] if quick else shapes):
+        x, w = torch.randn(xs, device=dev), torch.randn(ws, device=dev)
+        label = f"x{list(xs)} w{list(ws)[2:]}"
+        yield Row("conv2d", label, lambda x=x, w=w, p=pad: conv.conv2d(x, w, padding=p), lambda x=x, w=w, p=pad: F.conv2d(x, w, padding=p), "F.conv2d")
+        if index == 0:
+            small = x[:1, :8, :16, :16].contiguous(), w[:8, :8].contiguous()
+            yield Row("conv2d_naive", "x[1, 8, 16, 16] w[3, 3]", lambda s=small: conv.conv2d_naive(s[0], s[1], padding=1),
+                      lambda s=small: F.conv2d(s[0], s[1], padding=1), "F.conv2d")
+
+
+def _pool_rows(dev, quick):
+    from . import pooling
+
+    for xs, k, s in [((32, 64, 112, 112), 3, 2), ((32, 256, 56, 56), 2, 2), ((64, 512, 14, 14), 2, 2)][: 1 if quick else 3]:
+        x = torch.randn(xs, device=dev)
+        yield Row("max_pool2d", f"x{list(xs)} k{k} s{s}", lambda x=x, k=k, s=s: pooling.max_pool2d(x, k, s), lambda x=x, k=k, s=s: F.max_pool2d(x, k, s), "F.max_pool2d")
+
+
+# Row generators in lecture order; each takes (device, quick) and yields Rows.
+ROW_GROUPS = [_conv_rows, _pool_rows]
+
+
+def rows(device: torch.device, quick: bool = False):
+    for group in ROW_GROUPS:
+        yield from group(device, quick)
+
+
+def run(device: torch.device, quick: bool = False, repeats: int = 5, out=sys.stdout) -> list[dict]:
+    """Time every row and print a table; returns the rows as dicts (name, shape, ours_ms, torch_ms, ratio)."""
+    results = []
+    print(f"course_lib vs PyTorch on {device} (torch {torch.__version__}, {torch.get_num_threads()} threads); ratio = ours / torch", file=out)
+    print(f"{'function':22s} {'input':34s} {'ours ms':>9s} {'torch ms':>9s} {'ratio':>6s}  reference", file=out)
+    with torch.no_grad():
+        for row in rows(device, quick):
+            ours = time_call(row.ours, repeats, device)
+            ref = time_call(row.reference, repeats, device)
+            results.append({"name": row.name, "shape": row.shape, "ours_ms": 1e3 * ours, "torch_ms": 1e3 * ref, "ratio": ours / ref})
+            print(f"{row.name:22s} {row.shape:34s} {1e3 * ours:9.2f} {1e3 * ref:9.2f} {ours / ref:6.2f}  {row.reference_name}", file=out, flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    from .runtime import device as default_device
+
+    parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: course_lib.device())")
+    parser.add_argument("--quick", action="store_true", help="one shape per function")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    run(torch.device(args.device) if args.device else default_device(), quick=args.quick, repeats=args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Bundled data and the shared training loop."""
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix as sk_confusion
+
+from course_lib import data, train
+
+
+def test_digits_split_is_seeded_and_complete():
+    x_train, y_train, x_test, y_test = data.digits(seed=3)
+    assert x_train.shape[1:] == (1, 8, 8) and len(x_train) + len(x_test) == 1797
+    assert 0 <= float(x_train.min()) and float(x_train.max()) <= 1
+    assert set(y_train.tolist()) == set(range(10))
+    again = data.digits(seed=3)
+    assert torch.equal(x_test, again[2])
+    assert data.digits(size=32)[0].shape[1:] == (1, 32, 32)
+    with pytest.raises(ValueError, match="test_fraction"):
+        data.digits(test_fraction=1.5)
+
+
+def test_photos_and_faces():
+    img = data.photo("chelsea", size=(30, 40))
+    assert img.shape == (3, 30, 40) and img.dtype == torch.float32
+    assert data.photo("camera").shape[0] == 1 and data.photo("coffee", grey=True).shape[0] == 1
+    with pytest.raises(ValueError, match="name"):
+        data.photo("nonexistent")
+    x, y = data.lfw_patches()
+    assert x.shape == (200, 1, 25, 25) and int(y.sum()) == 100
+
+
+def test_fit_learns_digits_and_records_history():
+    x_train, y_train, x_test, y_test = data.digits()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    history = train.fit(model, (x_train, y_train), (x_test, y_test), epochs=8, lr=3e-3, device="cpu", progress=False)
+    assert history.epochs == 8 and len(history.val_acc) == 8
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert history.val_acc[-1] > 0.9
+    scores = train.evaluate(model, (x_test, y_test))
+    assert abs(scores["accuracy"] - history.val_acc[-1]) < 1e-9
+    assert "epochs" in history.summary()
+
+
+def test_fit_is_seeded():
+    x, y = data.digits()[:2]
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        runs.append(train.fit(model, (x, y), epochs=2, device="cpu", progress=False, seed=5).train_loss)
+    assert runs[0] == runs[1]
+
+
+def test_confusion_matrix_matches_sklearn():
+    gen = torch.Generator().manual_seed(0)
+    pred, target = torch.randint(0, 4, (200,), generator=gen), torch.randint(0, 4, (200,), generator=gen)
+    assert train.confusion_matrix(pred, target, 4).tolist() == sk_confusion(target, pred, labels=range(4)).tolist()
+
+
+@pytest.mark.parametrize("kwargs,argument", [({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"), ({"optimizer": "rmsprop"}, "optimizer"), ({"batch_size": 0}, "batch_size")])
+def test_fit_rejects_bad_arguments(kwargs, argument):
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=argument):
+        train.fit(model, (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), device="cpu", progress=False, **kwargs)
