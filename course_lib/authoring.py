@@ -107,6 +107,11 @@ def annotate(nb) -> None:
 def build_exercise(solution) -> nbformat.NotebookNode:
     """The exercise notebook for one solution notebook (a new object; the input is not changed)."""
     nb = copy.deepcopy(solution)
+    # Execution leaves notebook-level traces (interpreter version, widget state): keep only the kernel.
+    nb.metadata = nbformat.NotebookNode(
+        kernelspec=nb.metadata.get("kernelspec", {"display_name": "Python 3", "language": "python", "name": "python3"}),
+        language_info={"name": "python"},
+    )
     annotate(nb)
     stubbed: set[str] = set()
     tainted: set[str] = set()
