@@ -113,7 +113,7 @@ def _assign_grad(g, x, kernel, stride):
 
 
 def test_every_exercise_has_wrong_answers_listed():
-    assert set(exercise_names()) == set(WRONG)
+    assert set(exercise_names("01_conv_arithmetic") + exercise_names("02_pooling")) == set(WRONG)
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
@@ -198,3 +198,25 @@ def test_text_and_html_display():
     result = check("conv_params", lambda cin, cout, k, bias=True: 0)
     assert str(result).startswith("[FAIL] conv_params")
     assert "conv_params" in result._repr_html_() and "failed" in result._repr_html_()
+
+
+def test_receptive_field_with_gaps_counts_the_span():
+    # stride 2 after a 1-wide kernel leaves gaps; the field is still the whole span
+    layers = [(7, 3), (2, 2), (1, 2), (4, 1), (5, 2)]
+    exercise = get_exercise("receptive_field")
+    from course_lib.grading.core import Case
+
+    assert exercise.oracle(Case((layers,))) == 94
+    from course_lib.conv import receptive_field
+
+    for seed in (1, 2, 3, 4, 20240601):
+        assert check("receptive_field", receptive_field, seed=seed).passed
+
+
+def test_nbgrader_autograde_raises_on_failure(monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(AssertionError, match="conv_params"):
+        check("conv_params", lambda cin, cout, k, bias=True: 0)
+    from course_lib.conv import conv_params
+
+    assert check("conv_params", conv_params).passed

@@ -7,6 +7,7 @@ empirical measurements, or the lectures' hand-worked examples.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 
 from .core import (
@@ -74,18 +75,27 @@ def run_cases(exercise: Exercise, fn, cases) -> list:
     return outputs
 
 
-def check(name: str, fn, seed: int | None = None) -> CheckResult:
-    """Check the student's ``fn`` for exercise ``name`` and return a :class:`CheckResult`.
-
-    Cases come from the public seed, or from ``COURSE_GRADING_SEED`` (the instructor's hidden cases),
-    or from ``seed`` when given. Never raises for a wrong answer: it explains it.
-    """
+def _check(name: str, fn, seed: int | None = None) -> CheckResult:
     exercise = get_exercise(name)
     if not callable(fn):
         return CheckResult(name, False, 0, exercise.points, f"expected a function or class for {name}, got {type(fn).__name__}", status="error")
     generator, hidden = case_generator(seed)
     cases = exercise.cases(generator, hidden)
     return grade_cases(exercise, cases, run_cases(exercise, fn, cases))
+
+
+def check(name: str, fn, seed: int | None = None) -> CheckResult:
+    """Check the student's ``fn`` for exercise ``name`` and return a :class:`CheckResult`.
+
+    Cases come from the public seed, or from ``COURSE_GRADING_SEED`` (the instructor's hidden cases),
+    or from ``seed`` when given. Never raises for a wrong answer: it explains it. Under nbgrader's
+    autograder (``NBGRADER_EXECUTION`` set) a failed check raises ``AssertionError`` instead, because
+    that is how nbgrader learns that a test cell failed.
+    """
+    result = _check(name, fn, seed)
+    if os.environ.get("NBGRADER_EXECUTION") in ("autograde", "validate") and not result.passed:
+        raise AssertionError(str(result))
+    return result
 
 
 def summary(namespace: dict, lecture: str) -> list[CheckResult]:
@@ -101,7 +111,7 @@ def summary(namespace: dict, lecture: str) -> list[CheckResult]:
             exercise = get_exercise(name)
             results.append(CheckResult(name, False, 0, exercise.points, f"{name} is not defined: run its cell first", status="error"))
         else:
-            results.append(check(name, fn))
+            results.append(_check(name, fn))
     for result in results:
         mark = "PASS" if result.passed else ("TODO" if result.status == "not implemented" else "FAIL")
         print(f"[{mark}] {result.name:24s} {result.points:g}/{result.max_points:g}")

@@ -136,7 +136,10 @@ def _field_oracle(case):
     for kernel, stride in layers:
         y = F.conv1d(y, torch.ones(1, 1, kernel, dtype=torch.float64), stride=stride)
     (grad,) = torch.autograd.grad(y[0, 0, 0], x)
-    return int((grad != 0).sum())
+    # The field is the span from the first to the last pixel that reaches the unit: a stride larger
+    # than the kernel leaves gaps inside it, which still lie within the field.
+    reached = torch.nonzero(grad[0, 0]).flatten()
+    return int(reached.max() - reached.min() + 1)
 
 
 register(Exercise("receptive_field", LECTURE, 2, _field_cases, _field_oracle, compare_value))
