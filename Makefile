@@ -1,4 +1,6 @@
 # The course's two everyday commands: `make lab` and `make test` (see README.md).
+# Tests run one pytest worker per core, each with one thread: two workers with two threads each on
+# two cores oversubscribe the CPU and make small torch operations several times slower.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,12 +21,12 @@ lab: $(STAMP)  ## build .venv if needed and start JupyterLab on the course
 
 test: $(STAMP)  ## the whole suite: unit, grader, CLI and notebook tests (fast mode)
 	$(BIN)/python -m course_lib.authoring --check
-	COURSE_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
+	OMP_NUM_THREADS=1 COURSE_FAST=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider \
 		tests $(NOTEBOOKS)
 
 test-fast: $(STAMP)  ## unit tests only (no notebooks)
-	MPLBACKEND=Agg $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider tests
+	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(BIN)/python -m pytest -n $(JOBS) -p no:cacheprovider tests
 
 lectures: $(STAMP)  ## re-execute every lecture in full mode and save its outputs
 	for nb in lectures/*.ipynb; do \

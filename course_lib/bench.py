@@ -65,8 +65,44 @@ def _pool_rows(dev, quick):
         yield Row("max_pool2d", f"x{list(xs)} k{k} s{s}", lambda x=x, k=k, s=s: pooling.max_pool2d(x, k, s), lambda x=x, k=k, s=s: F.max_pool2d(x, k, s), "F.max_pool2d")
 
 
+def _train_step(model, x, y):
+    """A zero-argument callable: one forward, backward and SGD step of ``model`` on ``(x, y)``, with
+    float16 autocast on CUDA as :func:`course_lib.train.fit` does."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        with torch.enable_grad():  # run() times everything under no_grad
+            with torch.autocast("cuda", dtype=torch.float16, enabled=x.device.type == "cuda"):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return step
+
+
+def _architecture_rows(dev, quick):
+    import torchvision
+
+    from . import architectures
+
+    # Full size only on a GPU: on a CPU one step at batch 64, 224x224 takes tens of seconds.
+    full = dev.type == "cuda" and not quick
+    batch, size = (64, 224) if full else (8, 112)
+    ours, theirs = architectures.resnet(18).to(dev), torchvision.models.resnet18(weights=None).to(dev)
+    if architectures.count_parameters(ours) != architectures.count_parameters(theirs):
+        raise RuntimeError("course_lib's resnet18 and torchvision's must have the same parameter count")
+    x = torch.randn(batch, 3, size, size, device=dev)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+    if dev.type == "cuda":  # course_lib.train's layout on a GPU
+        x = x.contiguous(memory_format=torch.channels_last)
+        ours, theirs = ours.to(memory_format=torch.channels_last), theirs.to(memory_format=torch.channels_last)
+    label = f"x[{batch},3,{size},{size}]" + ("" if full else " reduced: CPU/quick")
+    yield Row("resnet18 train step", label, _train_step(ours, x, y), _train_step(theirs, x, y), "torchvision resnet18")
+
+
 # Row generators in lecture order; each takes (device, quick) and yields Rows.
-ROW_GROUPS = [_conv_rows, _pool_rows]
+ROW_GROUPS = [_conv_rows, _pool_rows, _architecture_rows]
 
 
 def rows(device: torch.device, quick: bool = False):
