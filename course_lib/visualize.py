@@ -280,6 +280,7 @@ def top_patches(
     channel: int,
     k: int = 9,
     one_per_image: bool = True,
+    inside: bool = False,
     batch_size: int = 256,
 ):
     """The ``k`` input patches that drive one unit of ``layer`` hardest, over a dataset.
@@ -294,7 +295,9 @@ def top_patches(
     ``nn.MaxPool2d`` and ``nn.AvgPool2d`` layers that run before the unit (in the order they run) with
     their kernel, stride, padding and dilation. This assumes those layers form a chain: with branches
     (Inception, ResNet) it stacks every branch's layers and overestimates the field. Pixels of the
-    field beyond the image border (from padding) are zeros in the patch.
+    field beyond the image border (from padding) are zeros in the patch. With ``inside`` only units
+    whose whole field lies inside the image compete: zero padding next to a bright border looks like
+    a strong edge, and would otherwise fill an edge unit's grid with half-black patches.
 
     ``images``: ``[N, C, H, W]``, pushed through the model ``batch_size`` at a time, in eval mode.
 
@@ -319,7 +322,17 @@ def top_patches(
         if channel >= probe.shape[1]:
             raise ValueError(f"channel must be < {probe.shape[1]} (the layer's channels), got {channel}")
         h, w = probe.shape[-2:]
-        candidates = len(images) if one_per_image else len(images) * h * w
+        (size_h, jump_h, offset_h), (size_w, jump_w, offset_w) = (_field_geometry(chain, axis) for axis in (0, 1))
+        allowed = torch.ones(h, w, dtype=torch.bool, device=images.device)
+        if inside:
+            tops = offset_h + jump_h * torch.arange(h, device=images.device)
+            lefts = offset_w + jump_w * torch.arange(w, device=images.device)
+            rows_ok = (tops >= 0) & (tops + size_h <= images.shape[-2])
+            cols_ok = (lefts >= 0) & (lefts + size_w <= images.shape[-1])
+            allowed = rows_ok[:, None] & cols_ok[None, :]
+        if not allowed.any():
+            raise ValueError(f"inside=True leaves no unit: every {size_h}x{size_w} field crosses the image border")
+        candidates = len(images) if one_per_image else len(images) * int(allowed.sum())
         if k > candidates:
             raise ValueError(f"k must be at most the number of candidates ({candidates}), got {k}")
 
@@ -328,18 +341,19 @@ def top_patches(
         best_where = torch.empty(0, 3, dtype=torch.long, device=images.device)
         for start in range(0, len(images), batch_size):
             act = _forward_until(model, module, images[start : start + batch_size])[:, channel]
+            act = act.masked_fill(~allowed, -math.inf)
             index = torch.arange(len(act), device=images.device) + start
             if one_per_image:
                 scores, flat = act.flatten(1).max(1)
             else:
-                scores, flat = act.flatten(), torch.arange(act.numel(), device=images.device) % (h * w)
-                index = index.repeat_interleave(h * w)
+                keep = allowed.flatten().repeat(len(act))
+                scores, flat = act.flatten()[keep], (torch.arange(act.numel(), device=images.device) % (h * w))[keep]
+                index = index.repeat_interleave(int(allowed.sum()))
             where = torch.stack([index, flat // w, flat % w], 1)
             best_scores, best_where = torch.cat([best_scores, scores]), torch.cat([best_where, where])
             keep = best_scores.topk(min(k, len(best_scores))).indices
             best_scores, best_where = best_scores[keep], best_where[keep]
 
-    (size_h, jump_h, offset_h), (size_w, jump_w, offset_w) = (_field_geometry(chain, axis) for axis in (0, 1))
     index, unit_y, unit_x = best_where.unbind(1)
     top, left = offset_h + unit_y * jump_h, offset_w + unit_x * jump_w
     patches = _crop(images, index, top, left, (size_h, size_w))

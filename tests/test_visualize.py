@@ -235,6 +235,25 @@ def test_top_patches_one_per_image_or_not():
     assert locations.tolist() == [[0, 0, 0], [0, 3, 4]] and scores.tolist() == [9.0, 8.0]
 
 
+def test_top_patches_inside_skips_fields_that_cross_the_border():
+    images = torch.zeros(1, 1, 6, 7)
+    images[0, 0, 0, 0], images[0, 0, 3, 3] = 9.0, 2.0  # a bright corner pixel, a dimmer one inside
+    model = bright_pixel_model(1)
+    _, _, locations = V.top_patches(model, "0", images, 0, k=1)
+    assert locations.tolist() == [[0, -1, -1]]  # the corner unit, half its field in the padding
+    # Inside the border, the unit on the dim pixel (2.0) beats the one that sees the corner at 0.1 * 9.
+    patches, scores, locations = V.top_patches(model, "0", images, 0, k=2, one_per_image=False, inside=True)
+    assert locations.tolist() == [[0, 2, 2], [0, 0, 0]]
+    torch.testing.assert_close(scores, torch.tensor([2.0, 0.9]))
+    torch.testing.assert_close(patches, torch.stack([images[0, :, 2:5, 2:5], images[0, :, 0:3, 0:3]]))
+    _, _, locations = V.top_patches(model, "0", images, 0, k=1, inside=True)
+    assert locations.tolist() == [[0, 2, 2]]
+    with pytest.raises(ValueError, match="inside"):
+        V.top_patches(model, "0", torch.rand(2, 1, 2, 2), 0, k=1, inside=True)
+    with pytest.raises(ValueError, match="k must"):
+        V.top_patches(model, "0", images, 0, k=21, one_per_image=False, inside=True)  # 4 x 5 units inside
+
+
 @pytest.mark.parametrize(
     "layers,field",
     [
@@ -342,6 +361,31 @@ def test_occlusion_experiment_matches_a_loop_over_positions(dtype):
         torch.testing.assert_close(out["p_unoccluded"], model(image[None]).softmax(-1)[0, 3], **tol)
     assert_no_hooks(model)
     assert set(V.occlusion_experiment(model, image, 3, 3, 2)) == {"p_true", "top_class", "p_unoccluded"}
+
+
+def test_draw_occlusion_puts_each_map_cell_over_its_occluder():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib import widgets
+
+    model = RegionModel(1)
+    image = torch.rand(1, 12, 14, dtype=torch.float64)
+    axes, result = widgets.draw_occlusion(model, image, 1, patch_size=4, stride=2, layer="dropout", class_names="abc")
+    expected = V.occlusion_experiment(model, image, 1, 4, 2, layer="dropout")
+    torch.testing.assert_close(result["p_true"], expected["p_true"])
+    assert len(axes) == 4 and all(ax.get_title() for ax in axes)
+    # Cell (0, 0) spans the first occluder's centre (1.5, 1.5) +- stride / 2, in image pixel coordinates.
+    left, right, bottom, top = axes[1].get_images()[0].get_extent()
+    assert (left, top) == (0.5, 0.5) and (right, bottom) == (0.5 + 6 * 2, 0.5 + 5 * 2)
+    winners = {"abc"[c] for c in expected["top_class"].unique().tolist()}  # only classes that win somewhere
+    assert {t.get_text() for t in axes[2].get_legend().get_texts()} == winners
+    axes, _ = widgets.draw_occlusion(model, image, 1, patch_size=4, stride=2)
+    assert len(axes) == 3
+    plt.close("all")
+    assert_no_hooks(model)
 
 
 def test_occlusion_bad_arguments():
