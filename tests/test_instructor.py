@@ -221,8 +221,29 @@ def test_no_submission_scores_more_than_its_honest_score(batch, student):
     expected = honest_points(student, SEED)
     if student == "escapes" and not batch["state"]["sandbox"].startswith("sandboxed"):
         expected = dict.fromkeys(NAMES, 0.0)  # unsandboxed, every escape works and costs a function
+    if student == "memory_hog":
+        # The bar: never more than the honest score. Whether the kernel survives hitting its memory
+        # limit depends on the machine's load, so its exact score is not pinned here; the limit itself is
+        # checked deterministically by test_memory_limit_stops_large_allocations.
+        assert all(points(row)[name] <= expected[name] for name in NAMES), row
+        assert row["status"] in ("ok", "crashed"), row
+        return
     assert points(row) == expected, row
     assert row["status"] == STATUS.get(student, "ok"), row
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_memory_limit_stops_large_allocations(tmp_path, enabled):
+    import subprocess
+    import sys
+
+    limits = Limits(timeout=60, memory_mb=1024)
+    sandbox = Sandbox.probe(tmp_path, enabled=enabled, limits=limits)
+    if enabled and not sandbox.active:
+        pytest.skip(f"bwrap is not usable here: {sandbox.status}")
+    code = "import torch\ntry:\n    torch.empty(2**31, dtype=torch.float64)\nexcept (RuntimeError, MemoryError):\n    print('refused')\nelse:\n    print('allocated')"
+    done = subprocess.run(sandbox.wrap([sys.executable, "-c", code], tmp_path, limits), capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "refused", (done.stdout, done.stderr[-500:])
 
 
 def test_timeouts_crashes_and_invalid_notebooks_are_explained(batch):
