@@ -20,9 +20,8 @@ def _pool_args(x, kernel, stride, padding):
     kernel = pair("kernel", kernel)
     stride = kernel if stride is None else pair("stride", stride)
     padding = pair("padding", padding, minimum=0)
-    for d, axis in enumerate("hw"):
-        if padding[d] * 2 > kernel[d]:
-            raise ValueError(f"padding must be at most half the kernel, got padding={padding} for kernel={kernel}")
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"padding must be at most half the kernel, got padding={padding} for kernel={kernel}")
     return kernel, stride, padding
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Exercise, compare_tensor, compare_value, register
+from .core import Case, Exercise, compare_value, register
 
 LECTURE = "01_conv_arithmetic"
 
