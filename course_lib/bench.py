@@ -101,8 +101,35 @@ def _architecture_rows(dev, quick):
     yield Row("resnet18 train step", label, _train_step(ours, x, y), _train_step(theirs, x, y), "torchvision resnet18")
 
 
+def _detection_rows(dev, quick):
+    import torchvision
+
+    from . import detection
+
+    gen = torch.Generator().manual_seed(0)
+
+    def boxes(n, extent):
+        corner = torch.rand(n, 2, generator=gen) * extent
+        return torch.cat([corner, corner + extent / 32 + torch.rand(n, 2, generator=gen) * extent / 4], dim=1).to(dev)
+
+    a, b = boxes(1000, 512.0), boxes(1000, 512.0)
+    yield Row("box_iou", "1000 x 1000 boxes", lambda: detection.box_iou(a, b), lambda: torchvision.ops.box_iou(a, b), "torchvision.ops.box_iou")
+    for n in (1000,) if quick else (1000, 4000):
+        x, s = boxes(n, 512.0), torch.rand(n, generator=gen).to(dev)
+        yield Row("nms", f"{n} boxes, IoU 0.5", lambda x=x, s=s: detection.nms(x, s, 0.5),
+                  lambda x=x, s=s: torchvision.ops.nms(x, s, 0.5), "torchvision.ops.nms")
+    # a stride-4 map of small scenes (lecture 06's Fast R-CNN) and a stride-16 map of an 800-pixel image
+    maps = [((8, 64, 16, 16), 256, 1 / 4), ((2, 256, 50, 50), 512, 1 / 16)]
+    for shape, count, scale in maps[:1] if quick else maps:
+        features = torch.randn(shape, generator=gen).to(dev)
+        image = torch.randint(0, shape[0], (count, 1), generator=gen).float().to(dev)
+        rois = torch.cat([image, boxes(count, 0.75 * shape[-1] / scale)], dim=1)
+        yield Row("roi_pool", f"{count} RoIs on {list(shape)}, 7x7", lambda f=features, r=rois, s=scale: detection.roi_pool(f, r, 7, s),
+                  lambda f=features, r=rois, s=scale: torchvision.ops.roi_pool(f, r, 7, s), "torchvision.ops.roi_pool")
+
+
 # Row generators in lecture order; each takes (device, quick) and yields Rows.
-ROW_GROUPS = [_conv_rows, _pool_rows, _architecture_rows]
+ROW_GROUPS = [_conv_rows, _pool_rows, _architecture_rows, _detection_rows]
 
 
 def rows(device: torch.device, quick: bool = False):

@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import skimage.measure
 import torch
@@ -421,10 +420,12 @@ def test_set_postprocessing_exposes_raw_detections(tiny_scenes):
     torch.manual_seed(0)
     for model in (FastRCNN(5), faster_rcnn(5)):
         model.eval()
-        set_postprocessing(model, 0.0, 1.0, 1000)
+        default = set_postprocessing(model, 0.0, 1.0, 1000)
         raw = predict(model, images[:1])[0]
-        set_postprocessing(model, 0.0, 0.3, 1000)
+        assert set_postprocessing(model, 0.0, 0.3, 1000) == (0.0, 1.0, 1000)
         kept = predict(model, images[:1])[0]
+        set_postprocessing(model, *default)
+        assert set_postprocessing(model) == default == (0.01, 0.5, 20)
         assert raw["scores"].numel() > kept["scores"].numel() > 0
         expected = batched_nms(raw["boxes"], raw["scores"], raw["labels"], 0.3)
         assert torch.allclose(kept["scores"], raw["scores"][expected])

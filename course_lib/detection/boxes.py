@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ..validate import floating, pair, positive_int, same_device, tensor_rank
+from ..validate import floating, pair, same_device, tensor_rank
 
 __all__ = [
     "box_area",
@@ -226,6 +226,12 @@ def _round_half_away(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.floor(x.abs() + 0.5)
 
 
+def _floor_log2(x: torch.Tensor) -> torch.Tensor:
+    """``floor(log2(x))`` of positive integers ``x`` ``[N]``, exactly (counting the powers of two <= x)."""
+    powers = 2 ** torch.arange(int(x.max()).bit_length(), device=x.device)
+    return (x[:, None] >= powers).sum(dim=1) - 1
+
+
 def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0) -> torch.Tensor:
     """Max-pool each region of interest into a fixed ``output_size`` grid: ``[K, C, oh, ow]``.
 
@@ -240,11 +246,15 @@ def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size, spatial_sc
     and ceiled at the end (so neighbouring bins may share a row or column), clipped to the map, and each
     bin keeps its maximum; an empty bin gives 0. Equals ``torchvision.ops.roi_pool``.
 
-    Vectorised by gathering, for every bin of every RoI at once, a window as large as the largest bin,
-    so the work is proportional to the bins' areas, as in a loop, without the loop; RoIs are processed
-    in chunks to bound memory. Gradients flow to the maximum of each bin (split evenly between tied
-    maxima, where torchvision picks the first); the backward pass is several times slower than
-    torchvision's, so the detectors train with ``torchvision.ops.roi_pool``.
+    Vectorised with a *sparse table*: a bin's maximum is the maximum of four blocks of ``2**p x 2**q``
+    cells placed in its corners, where ``2**p`` and ``2**q`` are the largest powers of two not above the
+    bin's height and width; the blocks overlap, which a maximum ignores. The maps of block maxima are
+    built by doubling (a ``2**(q+1)``-wide block is two ``2**q``-wide ones side by side), one level at a
+    time, so memory stays at a few copies of the feature map, and every bin reads its four blocks with
+    one gather: the work is a handful of passes over the map plus four reads per bin, whatever the bins'
+    areas. Gradients flow to the maximum of each bin (split evenly between tied maxima, where
+    torchvision picks the first); the backward pass is slower than torchvision's, so the detectors
+    train with ``torchvision.ops.roi_pool``.
     """
     tensor_rank("features", features, 4)
     floating("features", features)
@@ -281,31 +291,38 @@ def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size, spatial_sc
             f"rois[:, 0] must be batch indices in [0, {batch - 1}], got {rois[:, 0].unique().tolist()}"
         )
 
-    # Each bin reads a fixed-size window; cells outside its own bin read a sentinel row of -inf, so a
-    # plain max over the window is the max over the bin. RoIs go in chunks of similar bin sizes, so a
-    # small RoI does not pay for the window of a large one, and memory stays bounded.
-    cells_by_channel = features.permute(0, 2, 3, 1).reshape(-1, channels)  # row b*H*W + y*W + x
-    table = torch.cat([cells_by_channel, features.new_full((1, channels), -math.inf)])
-    sentinel = table.shape[0] - 1
-    bin_h, bin_w = (h_hi - h_lo).amax(dim=1), (w_hi - w_lo).amax(dim=1)  # [K]
-    order = torch.argsort(bin_h * width + bin_w)
-    pooled = features.new_empty(k, out_h, out_w, channels)
-    start = 0
-    while start < k:
-        part = order[start : start + 64]
-        win_h, win_w = max(int(bin_h[part].max()), 1), max(int(bin_w[part].max()), 1)
-        part = part[: max(1, (1 << 24) // (out_h * out_w * win_h * win_w * channels))]
-        rows = h_lo[part, :, None] + torch.arange(win_h, device=features.device)  # [k, oh, win_h]
-        cols = w_lo[part, :, None] + torch.arange(win_w, device=features.device)  # [k, ow, win_w]
-        row_ok, col_ok = rows < h_hi[part, :, None], cols < w_hi[part, :, None]
-        inside = row_ok[:, :, None, :, None] & col_ok[:, None, :, None, :]  # [k, oh, ow, win_h, win_w]
-        cells = (image[part, None, None] * height + rows)[:, :, None, :, None] * width + cols[:, None, :, None, :]
-        cells = torch.where(inside, cells, sentinel).flatten(3)  # [k, oh, ow, win_h * win_w]
-        values = table.index_select(0, cells.reshape(-1)).reshape(*cells.shape, channels)
-        best = values.amax(dim=3)  # [k, oh, ow, C]
-        pooled[part] = best.masked_fill(~inside.flatten(3).any(dim=3)[..., None], 0.0)
-        start += part.numel()
-    return pooled.permute(0, 3, 1, 2).contiguous()
+    shape = (k, out_h, out_w)  # one entry per bin, flattened below
+    top = h_lo[:, :, None].expand(shape).reshape(-1)
+    left = w_lo[:, None, :].expand(shape).reshape(-1)
+    bin_h = (h_hi - h_lo)[:, :, None].expand(shape).reshape(-1)
+    bin_w = (w_hi - w_lo)[:, None, :].expand(shape).reshape(-1)
+    image = image[:, None, None].expand(shape).reshape(-1)
+    level_h, level_w = _floor_log2(bin_h.clamp(min=1)), _floor_log2(bin_w.clamp(min=1))
+    bottom, right = top + bin_h - 2**level_h, left + bin_w - 2**level_w  # where the lower / right blocks start
+
+    def cell(row, col):  # row of the [B * H * W, C] table; empty bins read any cell and are zeroed below
+        return (image * height + row.clamp(0, height - 1)) * width + col.clamp(0, width - 1)
+
+    corners = torch.stack([cell(top, left), cell(top, right), cell(bottom, left), cell(bottom, right)])  # [4, bins]
+    found, where = [], []
+    wide = features.permute(0, 2, 3, 1)  # [B, H, W, C]: each cell's channels are one row to gather
+    for q in range(int(level_w.max()) + 1):
+        if q:  # blocks 2**q wide from two 2**(q-1) wide ones; the last columns keep narrower blocks, never read
+            half = 2 ** (q - 1)
+            wide = torch.cat([torch.maximum(wide[:, :, :-half], wide[:, :, half:]), wide[:, :, -half:]], dim=2)
+        blocks = wide
+        for p in range(int(level_h.max()) + 1):
+            if p:
+                half = 2 ** (p - 1)
+                blocks = torch.cat([torch.maximum(blocks[:, :-half], blocks[:, half:]), blocks[:, -half:]], dim=1)
+            chosen = torch.nonzero((level_h == p) & (level_w == q)).flatten()
+            if chosen.numel():
+                four = blocks.reshape(-1, channels).index_select(0, corners[:, chosen].reshape(-1))
+                found.append(four.view(4, -1, channels).amax(dim=0))
+                where.append(chosen)
+    pooled = features.new_zeros(k * out_h * out_w, channels).index_put((torch.cat(where),), torch.cat(found))
+    pooled = pooled.masked_fill(((bin_h == 0) | (bin_w == 0))[:, None], 0.0)
+    return pooled.view(k, out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()
 
 
 def anchors(feature_size, stride, sizes=(32,), aspect_ratios=(0.5, 1.0, 2.0), dtype=torch.float32, device=None):

@@ -437,12 +437,14 @@ def faster_rcnn(
     return FasterRCNN(backbone, **settings_)
 
 
-def set_postprocessing(model: nn.Module, score_threshold=None, nms_threshold=None, max_detections=None) -> None:
+def set_postprocessing(model: nn.Module, score_threshold=None, nms_threshold=None, max_detections=None) -> tuple:
     """Change how any of the four detectors turns raw scores into detections (``None`` keeps a setting).
 
     ``score_threshold``: drop detections scoring at most this; ``nms_threshold``: the IoU above which
     NMS suppresses a lower-scoring box of the same class (1.0 switches NMS off); ``max_detections``: per
-    image. ``set_postprocessing(model, 0.0, 1.0, 1000)`` exposes the raw detections.
+    image. ``set_postprocessing(model, 0.0, 1.0, 1000)`` exposes the raw detections. Returns the
+    previous ``(score_threshold, nms_threshold, max_detections)``, so ``set_postprocessing(model, *old)``
+    restores them.
     """
     if isinstance(model, FasterRCNN):  # torchvision keeps these settings in the RoI heads
         target, names = model.roi_heads, ("score_thresh", "nms_thresh", "detections_per_img")
@@ -450,12 +452,14 @@ def set_postprocessing(model: nn.Module, score_threshold=None, nms_threshold=Non
         target, names = model, ("score_threshold", "nms_threshold", "max_detections")
     else:
         raise ValueError(f"model must be one of the course detectors, got {type(model).__name__}")
+    previous = tuple(getattr(target, name) for name in names)
     if score_threshold is not None:
         setattr(target, names[0], _threshold("score_threshold", score_threshold))
     if nms_threshold is not None:
         setattr(target, names[1], _threshold("nms_threshold", nms_threshold))
     if max_detections is not None:
         setattr(target, names[2], positive_int("max_detections", max_detections))
+    return previous
 
 
 # Tuned on shapes scenes (64 x 64, 1 to 4 objects); every detector gets the same epochs and batches.
