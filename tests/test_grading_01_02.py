@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from course_lib.grading import check, exercise_names
 from course_lib.grading.core import case_generator, get_exercise
+from odd_answers import Liar
 
 
 def correct_output_size(size, kernel, stride=1, padding=0, dilation=1):
@@ -146,21 +147,15 @@ def test_hidden_seed_draws_other_cases(monkeypatch):
     assert [c.label for c in public[3:]] != [c.label for c in secret[3:]]
 
 
-def test_stub_reports_not_implemented():
+@pytest.mark.parametrize("name", exercise_names())  # every lecture's exercises, not only 01-02
+def test_stub_reports_not_implemented(name):
     def stub(*args, **kwargs):
         raise NotImplementedError()
 
-    result = check("conv2d", stub)
+    result = check(name, stub)
     assert not result.passed and result.points == 0 and result.status == "not implemented"
     assert "not implemented" in result.message
     assert "not implemented" in result._repr_html_()
-
-
-class Liar:
-    def __eq__(self, other):
-        return True
-
-    shape = (1,)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from course_lib import visualize
 from course_lib.grading import check, exercise_names
 from course_lib.grading.core import case_generator, get_exercise
 from course_lib.grading.visualize import LECTURE, _model
+from odd_answers import Liar
 
 REFERENCE = ["occlusion_map", "saliency_map", "class_visualization_step"]
 
@@ -100,13 +101,6 @@ def test_wrong_answers_fail_with_a_named_case(name, index, assert_rejected):
     assert_rejected(name, WRONG[name][index])
 
 
-class Liar:
-    def __eq__(self, other):
-        return True
-
-    shape = (1,)
-
-
 @pytest.mark.parametrize("name", REFERENCE)
 @pytest.mark.parametrize(
     "answer",
@@ -125,14 +119,6 @@ def test_odd_answers_are_explained_not_crashing(name, answer):
     assert not result.passed and result.message
     assert "expected" in result.message or "raised" in result.message
 
-
-def test_stub_reports_not_implemented():
-    def stub(*args, **kwargs):
-        raise NotImplementedError()
-
-    for name in REFERENCE:
-        result = check(name, stub)
-        assert result.status == "not implemented" and result.points == 0
 
 
 def test_hidden_seed_keeps_the_worked_examples_first(monkeypatch):

@@ -12,6 +12,7 @@ from course_lib import detection
 from course_lib.grading import check, exercise_names
 from course_lib.grading.core import Case, case_generator, get_exercise
 from course_lib.grading.detection import LECTURE, _voc_average_precision, roi_example
+from odd_answers import Liar
 
 REFERENCE = ["box_iou", "encode_boxes", "decode_boxes", "nms", "roi_pool", "average_precision"]
 
@@ -223,13 +224,6 @@ def test_voc_oracle_equals_an_exhaustive_definition(n):
     assert _voc_average_precision(scores, hits, num_gt) == pytest.approx(expected)
 
 
-class Liar:
-    def __eq__(self, other):
-        return True
-
-    shape = (1,)
-
-
 @pytest.mark.parametrize("name", REFERENCE)
 @pytest.mark.parametrize(
     "answer",
@@ -260,14 +254,6 @@ def test_average_precision_constant_answers_fail():
     assert not check("average_precision", lambda *a: True).passed
     assert not check("average_precision", lambda *a: 1).passed
 
-
-def test_stub_reports_not_implemented():
-    def stub(*args, **kwargs):
-        raise NotImplementedError()
-
-    for name in REFERENCE:
-        result = check(name, stub)
-        assert result.status == "not implemented" and result.points == 0
 
 
 def test_hidden_seed_keeps_the_worked_examples_first(monkeypatch):
