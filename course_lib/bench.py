@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: course_lib.device())")
     parser.add_argument("--quick", action="store_true", help="one shape per function")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per row; the best counts (default 10)")
     args = parser.parse_args(argv)
     run(torch.device(args.device) if args.device else default_device(), quick=args.quick, repeats=args.repeats)
     return 0
