@@ -13,8 +13,7 @@ import zlib
 import torch
 from torch import nn
 
-from .conv import _dtype, _int
-from .core import Case, Exercise, compare_tensor, compare_value, register
+from .core import Case, Exercise, compare_tensor, compare_value, register, rand_dtype, rand_int
 
 LECTURE = "03_architectures"
 
@@ -111,22 +110,22 @@ def _vgg_cases(gen, hidden):
     ]
     while len(cases) < 9:
         config = []
-        for _ in range(_int(gen, 1, 6)):
-            choice = _int(gen, 0, 3)
+        for _ in range(rand_int(gen, 1, 6)):
+            choice = rand_int(gen, 0, 3)
             if choice == 0 and config.count("M") < 2:
                 config.append("M")
             elif choice == 1:
-                config.append((2 * _int(gen, 0, 2) + 1, _int(gen, 1, 8)))
+                config.append((2 * rand_int(gen, 0, 2) + 1, rand_int(gen, 1, 8)))
             else:
-                config.append(_int(gen, 1, 8))
+                config.append(rand_int(gen, 1, 8))
         kwargs = {}
-        in_channels = _int(gen, 1, 4)
+        in_channels = rand_int(gen, 1, 4)
         if in_channels != 3:
             kwargs["in_channels"] = in_channels
-        if _int(gen, 0, 1):
-            kwargs["batch_norm"] = bool(_int(gen, 0, 1))
-        h, w = _int(gen, 4, 11), _int(gen, 4, 11)
-        x = torch.randn(_int(gen, 1, 3), in_channels, h, w, generator=gen, dtype=_dtype(gen))
+        if rand_int(gen, 0, 1):
+            kwargs["batch_norm"] = bool(rand_int(gen, 0, 1))
+        h, w = rand_int(gen, 4, 11), rand_int(gen, 4, 11)
+        x = torch.randn(rand_int(gen, 1, 3), in_channels, h, w, generator=gen, dtype=rand_dtype(gen))
         options = "".join(f", {k}={v}" for k, v in kwargs.items())
         cases.append(Case(((config,), x), kwargs, label=f"{config}{options}; input {list(x.shape)} {str(x.dtype)[6:]}"))
     return cases
@@ -195,13 +194,13 @@ def _inception_cases(gen, hidden):
              label="192, 64, 96, 128, 16, 32, 32, large_kernel=3 (torchvision's inception 3a); input [1, 192, 5, 7]"),
     ]
     while len(cases) < 10:
-        channels = tuple(_int(gen, 1, 12) for _ in range(7))
+        channels = tuple(rand_int(gen, 1, 12) for _ in range(7))
         kwargs = {}
-        if _int(gen, 0, 2):
-            kwargs["reduced"] = bool(_int(gen, 0, 1))
-        if _int(gen, 0, 1):
-            kwargs["large_kernel"] = 2 * _int(gen, 1, 3) + 1
-        x = torch.randn(_int(gen, 1, 3), channels[0], _int(gen, 1, 9), _int(gen, 1, 9), generator=gen, dtype=_dtype(gen))
+        if rand_int(gen, 0, 2):
+            kwargs["reduced"] = bool(rand_int(gen, 0, 1))
+        if rand_int(gen, 0, 1):
+            kwargs["large_kernel"] = 2 * rand_int(gen, 1, 3) + 1
+        x = torch.randn(rand_int(gen, 1, 3), channels[0], rand_int(gen, 1, 9), rand_int(gen, 1, 9), generator=gen, dtype=rand_dtype(gen))
         options = "".join(f", {k}={v}" for k, v in kwargs.items())
         cases.append(Case((channels, x), kwargs, label=f"{', '.join(map(str, channels))}{options}; input {list(x.shape)}"))
     return cases
@@ -225,8 +224,8 @@ def _channels_cases(gen, hidden):
         Case((832, 384, 192, 384, 48, 128, 128), label="832, 384, 192, 384, 48, 128, 128 (inception 5b)"),
     ]
     while len(cases) < 10:
-        kwargs = {"reduced": bool(_int(gen, 0, 1))} if _int(gen, 0, 2) else {}
-        cases.append(Case(tuple(_int(gen, 1, 64) for _ in range(7)), kwargs))
+        kwargs = {"reduced": bool(rand_int(gen, 0, 1))} if rand_int(gen, 0, 2) else {}
+        cases.append(Case(tuple(rand_int(gen, 1, 64) for _ in range(7)), kwargs))
     return cases
 
 
@@ -257,10 +256,10 @@ def _residual_cases(gen, hidden):
              label="8, 8, stride=3 (same channels, smaller map: projection); input [2, 8, 7, 10]"),
     ]
     while len(cases) < 10:
-        c_in, c_out, stride = _int(gen, 1, 12), _int(gen, 1, 12), _int(gen, 1, 3)
+        c_in, c_out, stride = rand_int(gen, 1, 12), rand_int(gen, 1, 12), rand_int(gen, 1, 3)
         if len(cases) % 2:  # keep half the random cases on the identity shortcut
             c_out, stride = c_in, 1
-        x = torch.randn(_int(gen, 1, 3), c_in, _int(gen, 2, 10), _int(gen, 2, 10), generator=gen, dtype=_dtype(gen))
+        x = torch.randn(rand_int(gen, 1, 3), c_in, rand_int(gen, 2, 10), rand_int(gen, 2, 10), generator=gen, dtype=rand_dtype(gen))
         kwargs = {"stride": stride} if stride != 1 else {}
         options = f", stride={stride}" if stride != 1 else ""
         cases.append(Case(((c_in, c_out), x), kwargs, label=f"{c_in}, {c_out}{options}; input {list(x.shape)} {str(x.dtype)[6:]}"))
@@ -322,10 +321,10 @@ EXAMPLE_LABELS = torch.tensor([0, 1, 2, 4])
 def _topk_cases(gen, hidden):
     cases = [Case((EXAMPLE_LOGITS, EXAMPLE_LABELS, k), label=f"the lecture's 4 images x 5 classes, k={k}") for k in (1, 3, 5)]
     while len(cases) < 12:
-        rows, classes = _int(gen, 1, 40), _int(gen, 2, 20)
-        k = [1, classes, _int(gen, 1, classes)][len(cases) % 3]
-        labels = torch.randint(0, classes, (rows,), generator=gen, dtype=[torch.int64, torch.int32][_int(gen, 0, 1)])
-        cases.append(Case((torch.randn(rows, classes, generator=gen, dtype=_dtype(gen)), labels, k)))
+        rows, classes = rand_int(gen, 1, 40), rand_int(gen, 2, 20)
+        k = [1, classes, rand_int(gen, 1, classes)][len(cases) % 3]
+        labels = torch.randint(0, classes, (rows,), generator=gen, dtype=[torch.int64, torch.int32][rand_int(gen, 0, 1)])
+        cases.append(Case((torch.randn(rows, classes, generator=gen, dtype=rand_dtype(gen)), labels, k)))
     return cases
 
 

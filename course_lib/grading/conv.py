@@ -4,18 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Exercise, compare_value, register
+from .core import Case, Exercise, compare_value, register, rand_dtype, rand_int
 
 LECTURE = "01_conv_arithmetic"
-
-
-def _int(gen, low, high):
-    """A random int in [low, high] from ``gen``."""
-    return int(torch.randint(low, high + 1, (1,), generator=gen))
-
-
-def _dtype(gen):
-    return torch.float64 if _int(gen, 0, 1) else torch.float32
 
 
 # --- conv_output_size -------------------------------------------------------------------------
@@ -28,8 +19,8 @@ def _output_size_cases(gen, hidden):
         Case((224, 11), {"stride": 4, "padding": 2}, label="AlexNet conv1: 224, kernel 11, stride 4, padding 2"),
     ]
     while len(cases) < 16:
-        size, kernel, stride = _int(gen, 1, 40), _int(gen, 1, 7), _int(gen, 1, 5)
-        padding, dilation = _int(gen, 0, 3), _int(gen, 1, 3)
+        size, kernel, stride = rand_int(gen, 1, 40), rand_int(gen, 1, 7), rand_int(gen, 1, 5)
+        padding, dilation = rand_int(gen, 0, 3), rand_int(gen, 1, 3)
         if dilation * (kernel - 1) + 1 <= size + 2 * padding:
             cases.append(Case((size, kernel), {"stride": stride, "padding": padding, "dilation": dilation}))
     return cases
@@ -62,18 +53,18 @@ def _conv_cases(max_size):
             Case((example, sobel), {"padding": 1}, label="7x7 input, 3x3 Sobel filter, padding 1 keeps 7x7 (lecture)"),
         ]
         while len(out) < 12:
-            dtype = _dtype(gen)
-            n, c, o = _int(gen, 1, 3), _int(gen, 1, 4), _int(gen, 1, 4)
-            h, w = _int(gen, 3, max_size), _int(gen, 3, max_size)
-            kh, kw = _int(gen, 1, 4), _int(gen, 1, 4)
-            stride = (_int(gen, 1, 3), _int(gen, 1, 3)) if _int(gen, 0, 1) else _int(gen, 1, 5)
-            padding, dilation = _int(gen, 0, 2), _int(gen, 1, 2)
+            dtype = rand_dtype(gen)
+            n, c, o = rand_int(gen, 1, 3), rand_int(gen, 1, 4), rand_int(gen, 1, 4)
+            h, w = rand_int(gen, 3, max_size), rand_int(gen, 3, max_size)
+            kh, kw = rand_int(gen, 1, 4), rand_int(gen, 1, 4)
+            stride = (rand_int(gen, 1, 3), rand_int(gen, 1, 3)) if rand_int(gen, 0, 1) else rand_int(gen, 1, 5)
+            padding, dilation = rand_int(gen, 0, 2), rand_int(gen, 1, 2)
             sh, sw = (stride, stride) if isinstance(stride, int) else stride
             if dilation * (kh - 1) + 1 > h + 2 * padding or dilation * (kw - 1) + 1 > w + 2 * padding:
                 continue
             x = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
             weight = torch.randn(o, c, kh, kw, generator=gen, dtype=dtype)
-            bias = torch.randn(o, generator=gen, dtype=dtype) if _int(gen, 0, 2) else None
+            bias = torch.randn(o, generator=gen, dtype=dtype) if rand_int(gen, 0, 2) else None
             out.append(Case((x, weight), {"bias": bias, "stride": stride, "padding": padding, "dilation": dilation}))
         return out
 
@@ -98,8 +89,8 @@ def _params_cases(gen, hidden):
         Case((16, 8, (3, 5)), {"bias": False}, label="non-square 3x5 kernel"),
     ]
     for _ in range(8):
-        kernel = _int(gen, 1, 7) if _int(gen, 0, 1) else (_int(gen, 1, 7), _int(gen, 1, 7))
-        cases.append(Case((_int(gen, 1, 64), _int(gen, 1, 64), kernel), {"bias": bool(_int(gen, 0, 1))}))
+        kernel = rand_int(gen, 1, 7) if rand_int(gen, 0, 1) else (rand_int(gen, 1, 7), rand_int(gen, 1, 7))
+        cases.append(Case((rand_int(gen, 1, 64), rand_int(gen, 1, 64), kernel), {"bias": bool(rand_int(gen, 0, 1))}))
     return cases
 
 
@@ -123,7 +114,7 @@ def _field_cases(gen, hidden):
         Case(([(5, 1)],), label="a single 5x5 layer"),
     ]
     for _ in range(7):
-        cases.append(Case(([(_int(gen, 1, 7), _int(gen, 1, 3)) for _ in range(_int(gen, 1, 5))],)))
+        cases.append(Case(([(rand_int(gen, 1, 7), rand_int(gen, 1, 3)) for _ in range(rand_int(gen, 1, 5))],)))
     return cases
 
 
@@ -151,10 +142,10 @@ def _weight_grad_cases(gen, hidden):
     x = torch.arange(16.0).view(1, 1, 4, 4)
     cases = [Case((x, torch.ones(1, 1, 2, 2), 3), label="4x4 input, 3x3 kernel, all-ones output gradient")]
     while len(cases) < 10:
-        dtype = _dtype(gen)
-        n, c, o = _int(gen, 1, 3), _int(gen, 1, 3), _int(gen, 1, 4)
-        h, w, k = _int(gen, 4, 12), _int(gen, 4, 12), _int(gen, 1, 4)
-        stride, padding = _int(gen, 1, 3), _int(gen, 0, 2)
+        dtype = rand_dtype(gen)
+        n, c, o = rand_int(gen, 1, 3), rand_int(gen, 1, 3), rand_int(gen, 1, 4)
+        h, w, k = rand_int(gen, 4, 12), rand_int(gen, 4, 12), rand_int(gen, 1, 4)
+        stride, padding = rand_int(gen, 1, 3), rand_int(gen, 0, 2)
         if k > min(h, w) + 2 * padding:
             continue
         ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1

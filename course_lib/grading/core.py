@@ -25,6 +25,8 @@ __all__ = [
     "exercise_names",
     "get_exercise",
     "case_generator",
+    "rand_int",
+    "rand_dtype",
     "compare_tensor",
     "compare_value",
     "describe",
@@ -113,6 +115,16 @@ def case_generator(seed: int | None = None) -> tuple[torch.Generator, bool]:
             return torch.Generator().manual_seed(seed), True
         return torch.Generator().manual_seed(PUBLIC_SEED), False
     return torch.Generator().manual_seed(seed), seed != PUBLIC_SEED
+
+
+def rand_int(gen: torch.Generator, low: int, high: int) -> int:
+    """A random int in [low, high] from ``gen`` (how every lecture draws its random cases)."""
+    return int(torch.randint(low, high + 1, (1,), generator=gen))
+
+
+def rand_dtype(gen: torch.Generator) -> torch.dtype:
+    """float32 or float64, at random from ``gen``."""
+    return torch.float64 if rand_int(gen, 0, 1) else torch.float32
 
 
 def _tolerance(dtype: torch.dtype) -> tuple[float, float]:

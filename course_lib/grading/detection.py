@@ -16,8 +16,7 @@ import torch
 import torchvision
 from torchvision.models.detection._utils import BoxCoder
 
-from .conv import _dtype, _int
-from .core import Case, Exercise, compare_value, register
+from .core import Case, Exercise, compare_value, register, rand_dtype, rand_int
 
 LECTURE = "06_detection"
 
@@ -46,8 +45,8 @@ def _iou_cases(gen, hidden):
              label="no box overlaps any other (all IoU 0)"),
     ]
     for n, m in [(1, 1), (5, 3), (17, 9), (40, 25)]:
-        dtype = _dtype(gen)
-        cases.append(Case((_random_boxes(gen, n, dtype, integer=bool(_int(gen, 0, 1))), _random_boxes(gen, m, dtype))))
+        dtype = rand_dtype(gen)
+        cases.append(Case((_random_boxes(gen, n, dtype, integer=bool(rand_int(gen, 0, 1))), _random_boxes(gen, m, dtype))))
     same = _random_boxes(gen, 6, torch.float64)
     cases += [
         Case((same, same.clone()), label="a set of 6 boxes against itself (diagonal 1)"),
@@ -81,8 +80,8 @@ def _encode_cases(gen, hidden):
              label="lecture example with weights (10, 10, 5, 5)"),
     ]
     for k in [1, 7, 30, 12]:
-        dtype = _dtype(gen)
-        weights = WEIGHT_CHOICES[_int(gen, 0, len(WEIGHT_CHOICES) - 1)]
+        dtype = rand_dtype(gen)
+        weights = WEIGHT_CHOICES[rand_int(gen, 0, len(WEIGHT_CHOICES) - 1)]
         cases.append(Case((_random_boxes(gen, k, dtype), _random_boxes(gen, k, dtype)), {"weights": weights}))
     same = _random_boxes(gen, 5, torch.float32, integer=True)
     cases += [
@@ -111,8 +110,8 @@ def _decode_cases(gen, hidden):
              label="log-size deltas above log(1000/16) ~ 4.14 must be clamped before exp"),
     ]
     for k, classes in [(1, 1), (6, 1), (9, 3), (20, 4)]:
-        dtype = _dtype(gen)
-        weights = WEIGHT_CHOICES[_int(gen, 0, len(WEIGHT_CHOICES) - 1)]
+        dtype = rand_dtype(gen)
+        weights = WEIGHT_CHOICES[rand_int(gen, 0, len(WEIGHT_CHOICES) - 1)]
         deltas = torch.randn(k, 4 * classes, generator=gen, dtype=dtype)
         cases.append(Case((deltas, _random_boxes(gen, k, dtype)), {"weights": weights}))
     big = torch.randn(5, 8, generator=gen, dtype=torch.float64) * 4 + 2  # some log-sizes beyond the clamp
@@ -150,7 +149,7 @@ def _nms_cases(gen, hidden):
         Case((chain.flip(0), torch.tensor([0.5, 0.6, 0.7]), 0.3), label="the chain given in reverse order"),
     ]
     for n, threshold in [(5, 0.5), (40, 0.3), (40, 0.7), (200, 0.5)]:
-        dtype = _dtype(gen)
+        dtype = rand_dtype(gen)
         boxes = _random_boxes(gen, n, dtype, extent=40.0, max_size=24.0)
         scores = (torch.randperm(n, generator=gen).to(dtype) + 1) / n  # distinct
         cases.append(Case((boxes, scores, threshold)))
@@ -202,12 +201,12 @@ def _roi_cases(gen, hidden):
              label="a zero-size RoI (one cell), a RoI off the map (all 0), a RoI wider than the map"),
     ]
     for output_size in [1, (2, 3), 7, (3, 2)]:
-        dtype = _dtype(gen)
-        batch, channels = _int(gen, 1, 3), _int(gen, 1, 4)
-        height, width = _int(gen, 5, 16), _int(gen, 5, 16)
-        scale = [1.0, 0.5, 0.25][_int(gen, 0, 2)]
+        dtype = rand_dtype(gen)
+        batch, channels = rand_int(gen, 1, 3), rand_int(gen, 1, 4)
+        height, width = rand_int(gen, 5, 16), rand_int(gen, 5, 16)
+        scale = [1.0, 0.5, 0.25][rand_int(gen, 0, 2)]
         x = torch.randn(batch, channels, height, width, generator=gen, dtype=dtype)
-        cases.append(Case((x, _random_rois(gen, _int(gen, 3, 20), batch, height, width, scale, dtype), output_size),
+        cases.append(Case((x, _random_rois(gen, rand_int(gen, 3, 20), batch, height, width, scale, dtype), output_size),
                           {"spatial_scale": scale}))
     cases.append(Case((torch.randn(2, 3, 8, 8, generator=gen), torch.zeros(0, 5), 2), label="no RoIs ([0, 3, 2, 2] result)"))
     return cases
@@ -255,10 +254,10 @@ def _ap_cases(gen, hidden):
         ranked([0, 0], 0, "nothing to find, num_gt = 0 (AP 0)", 0.0),
     ]
     for d in [6, 20, 50, 120]:
-        dtype = _dtype(gen)
+        dtype = rand_dtype(gen)
         scores = (torch.randperm(d, generator=gen).to(dtype) + 1) / (d + 1)  # distinct
         hits = torch.rand(d, generator=gen) < 0.3 + 0.5 * torch.rand(1, generator=gen)
-        num_gt = int(hits.sum()) + _int(gen, 0, 3)
+        num_gt = int(hits.sum()) + rand_int(gen, 0, 3)
         cases.append(Case((scores, hits, num_gt)))
     return cases
 

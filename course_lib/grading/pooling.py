@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .conv import _dtype, _int
-from .core import Case, Exercise, register
+from .core import Case, Exercise, register, rand_dtype, rand_int
 
 LECTURE = "02_pooling"
 
@@ -16,17 +15,17 @@ def _pool_cases(with_padding):
     def cases(gen, hidden):
         out = [Case((SLIDE_SLICE, 2), {"stride": 2}, label="the lecture's 4x4 slice, 2x2 windows, stride 2")]
         while len(out) < 12:
-            dtype = _dtype(gen)
-            n, c, h, w = _int(gen, 1, 3), _int(gen, 1, 4), _int(gen, 2, 13), _int(gen, 2, 13)
-            kernel = _int(gen, 1, 4)
+            dtype = rand_dtype(gen)
+            n, c, h, w = rand_int(gen, 1, 3), rand_int(gen, 1, 4), rand_int(gen, 2, 13), rand_int(gen, 2, 13)
+            kernel = rand_int(gen, 1, 4)
             if kernel > min(h, w):
                 continue
             kwargs = {}
-            choice = _int(gen, 0, 2)
+            choice = rand_int(gen, 0, 2)
             if choice:  # sometimes the default stride (= kernel), sometimes overlapping or gapped windows
-                kwargs["stride"] = _int(gen, 1, 4)
-            if with_padding and _int(gen, 0, 1):
-                kwargs["padding"] = _int(gen, 0, kernel // 2)
+                kwargs["stride"] = rand_int(gen, 1, 4)
+            if with_padding and rand_int(gen, 0, 1):
+                kwargs["padding"] = rand_int(gen, 0, kernel // 2)
             # Negative values make "padding with zeros" visible in max pooling.
             x = torch.randn(n, c, h, w, generator=gen, dtype=dtype) - 0.5
             out.append(Case((x, kernel), kwargs))

@@ -19,8 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conv import _dtype, _int
-from .core import Case, Exercise, register
+from .core import Case, Exercise, register, rand_dtype, rand_int
 
 LECTURE = "04_visualizing"
 
@@ -92,11 +91,11 @@ def _spec_label(spec, image) -> str:
 
 
 def _random_cnn_case_parts(gen, min_size=4, max_size=14):
-    dtype = _dtype(gen)
-    channels, classes = _int(gen, 1, 3), _int(gen, 2, 5)
-    image = torch.rand(channels, _int(gen, min_size, max_size), _int(gen, min_size, max_size), generator=gen, dtype=dtype)
-    spec = {"kind": "cnn", "channels": channels, "classes": classes, "seed": _int(gen, 0, 10_000)}
-    return spec, image, _int(gen, 0, classes - 1)
+    dtype = rand_dtype(gen)
+    channels, classes = rand_int(gen, 1, 3), rand_int(gen, 2, 5)
+    image = torch.rand(channels, rand_int(gen, min_size, max_size), rand_int(gen, min_size, max_size), generator=gen, dtype=dtype)
+    spec = {"kind": "cnn", "channels": channels, "classes": classes, "seed": rand_int(gen, 0, 10_000)}
+    return spec, image, rand_int(gen, 0, classes - 1)
 
 
 # --- occlusion_map -------------------------------------------------------------------------------
@@ -118,7 +117,7 @@ def _occlusion_cases(gen, hidden):
     ]
     while len(cases) < 10:
         spec, image, target = _random_cnn_case_parts(gen)
-        patch, stride = _int(gen, 1, min(image.shape[1:])), _int(gen, 1, 4)
+        patch, stride = rand_int(gen, 1, min(image.shape[1:])), rand_int(gen, 1, 4)
         fill = round(float(torch.rand((), generator=gen)) * 2 - 0.5, 2)
         cases.append(Case((spec, image, target, patch, stride), {"fill": fill},
                           label=f"{_spec_label(spec, image)}, target {target}; {patch}x{patch} occluder, stride {stride}, fill {fill}"))
