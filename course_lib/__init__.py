@@ -5,7 +5,7 @@ One module per lecture topic, in lecture order (see DESIGN.md). Notebooks start 
     import course_lib
     course_lib.setup()
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .runtime import check_version, device, in_colab, seed_everything, settings, setup  # noqa: E402
 

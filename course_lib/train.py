@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .progress import Progress
 from .runtime import device as default_device
 from .validate import positive_int
 
@@ -158,10 +159,8 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     history = History()
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not progress, leave=False)
-    for _ in bar:
+    bar = Progress(total=epochs, desc="training", unit="epochs", enabled=progress)
+    for _ in range(epochs):
         start = time.perf_counter()
         model.train()
         total_loss, correct, count = 0.0, 0, 0
@@ -192,5 +191,6 @@ def fit(
         if history.val_acc:
             postfix["val_acc"] = f"{history.val_acc[-1]:.1%}"
         bar.set_postfix(postfix)
+        bar.update()
     bar.close()
     return history

@@ -98,7 +98,7 @@ def test_check_mode_reports_differences(tmp_path):
     (tmp_path / "exercises").mkdir()
     for path in SOLUTIONS[:1]:
         (tmp_path / "solutions" / path.name).write_text(path.read_text())
-    assert authoring.build_all(tmp_path, check=True) == [SOLUTIONS[0].name]
+    assert authoring.build_all(tmp_path, check=True) == [f"exercises/{SOLUTIONS[0].name}"]
     assert authoring.main(["--root", str(tmp_path)]) == 0
     assert authoring.main(["--root", str(tmp_path), "--check"]) == 0
     (tmp_path / "exercises" / "99_stale.ipynb").write_text(json.dumps({}))

@@ -31,6 +31,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
+from ..progress import Progress
 from ..runtime import settings
 from ..validate import positive_int, tensor_rank
 from .boxes import _threshold, batched_nms, box_iou, decode_boxes, encode_boxes
@@ -503,8 +504,6 @@ def train_detector(
     and cosine decay; the batches are shuffled by a generator seeded with ``seed``. For R-CNN and Fast
     R-CNN the region proposals of all images are computed once up front unless given.
     """
-    from tqdm.auto import tqdm
-
     images = _check_data(images, targets)
     defaults = training_defaults(model)
     epochs = positive_int("epochs", epochs if epochs is not None else defaults["epochs"])
@@ -525,7 +524,7 @@ def train_detector(
     generator = torch.Generator().manual_seed(seed)
     history: dict[str, list[float]] = {}
     model.train()
-    bar = tqdm(total=steps, disable=not progress, desc=type(model).__name__)
+    bar = Progress(total=steps, desc=type(model).__name__, unit="steps", enabled=progress)
     for _ in range(epochs):
         for batch in torch.randperm(n, generator=generator).split(batch_size):
             batch_targets = [{key: targets[i][key] for key in ("boxes", "labels")} for i in batch.tolist()]
@@ -538,7 +537,7 @@ def train_detector(
             schedule.step()
             for name, value in {"loss": loss, **losses}.items():
                 history.setdefault(name, []).append(value.detach().item())
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
             bar.update()
     bar.close()
     model.eval()

@@ -12,15 +12,20 @@ import pkgutil
 
 from .core import (
     HIDDEN_SEED_ENV,
+    WRONG_DTYPE,
     Case,
     CheckResult,
     Exercise,
+    ForbiddenWatch,
+    Mistake,
     case_generator,
     exercise_names,
     get_exercise,
+    plain_scalars,
 )
 
-__all__ = ["check", "summary", "grade_cases", "run_cases", "CheckResult", "Exercise", "Case", "exercise_names", "get_exercise", "HIDDEN_SEED_ENV"]
+__all__ = ["check", "summary", "grade_cases", "run_cases", "diagnose", "CheckResult", "Exercise", "Case", "Mistake",
+           "exercise_names", "get_exercise", "HIDDEN_SEED_ENV"]
 
 # Every module of this package except the machinery below is a lecture's exercise module; each
 # registers its exercises (with their lecture) when imported, so adding a lecture touches no list.
@@ -38,8 +43,13 @@ NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError()` wi
 
 def grade_cases(exercise: Exercise, cases, outputs) -> CheckResult:
     """Score ``outputs`` (one per case: ``("ok", value)``, ``("error", message)`` or
-    ``("not implemented", None)``) against the oracle. Runs wherever the oracle is trusted."""
-    rows = []
+    ``("not implemented", None)``) against the oracle. Runs wherever the oracle is trusted.
+
+    The message gives the number of failing cases and the first one; when every failure is only a
+    wrong dtype it says so first, in one line; when one known mistake of the exercise reproduces the
+    answer on every failing case, it names that mistake (:func:`diagnose`).
+    """
+    rows, failing = [], []
     for case, (status, value) in zip(cases, outputs):
         if status == "not implemented":
             return CheckResult(exercise.name, False, 0, exercise.points, NOT_IMPLEMENTED, status="not implemented")
@@ -51,27 +61,75 @@ def grade_cases(exercise: Exercise, cases, outputs) -> CheckResult:
             except Exception as err:  # an answer so odd that comparing it fails is still just wrong
                 reason = f"returned a value that could not be compared ({type(err).__name__}: {err})"
         rows.append((case.label, reason is None, reason))
+        if reason is not None:
+            failing.append((case, status, value))
     failures = [(label, reason) for label, ok, reason in rows if not ok]
     points = round(exercise.points * (len(rows) - len(failures)) / max(len(rows), 1), 2)
     if not failures:
-        message = f"all {len(rows)} cases passed"
-    else:
-        label, reason = failures[0]
-        message = f"{len(failures)} of {len(rows)} cases failed. First failure, for {exercise.name}({label}):\n  {reason}"
-    return CheckResult(exercise.name, not failures, points, exercise.points, message, rows)
+        return CheckResult(exercise.name, True, points, exercise.points, f"all {len(rows)} cases passed", rows)
+    label, reason = failures[0]
+    dtype = [r for _, r in failures if r.startswith(WRONG_DTYPE)]
+    head = ""
+    if len(dtype) == len(failures):
+        head = f"Right values, wrong dtype on all {len(failures)} failing cases ({dtype[0].split(': ', 1)[1]}).\n"
+    message = f"{head}{len(failures)} of {len(rows)} cases failed. First failure, for {exercise.name}({label}):\n  {reason}"
+    mistake = diagnose(exercise, failing)
+    if mistake is not None:
+        message += f"\n{mistake.message}"
+    return CheckResult(exercise.name, False, points, exercise.points, message, rows,
+                       diagnosis=mistake.key if mistake is not None else None)
+
+
+def diagnose(exercise: Exercise, failing) -> "Mistake | None":
+    """The one known mistake of ``exercise`` that reproduces the student's answer on every failing
+    case (``failing``: ``(case, status, value)`` triples), else ``None``.
+
+    A mistake reproduces a case when it returns an answer the exercise's comparison cannot tell from
+    the student's, or when both raise the same type of exception. Two mistakes that both fit are
+    not told apart, so neither is claimed. Each mistake's output on a case is computed once and
+    kept on the case.
+    """
+    if not failing or not exercise.mistakes:
+        return None
+    matches = []
+    for mistake in exercise.mistakes:
+        for case, status, value in failing:
+            if mistake.key not in case.mistake_outputs:
+                case.mistake_outputs[mistake.key] = run_cases(exercise, mistake.fn, [case])[0]
+            their_status, theirs = case.mistake_outputs[mistake.key]
+            if status == "ok" and their_status == "ok":
+                try:
+                    same = exercise.compare(theirs, value) is None
+                except Exception:
+                    same = False
+            else:
+                same = status == their_status == "error" and value.split(":")[0] == theirs.split(":")[0]
+            if not same:
+                break
+        else:
+            matches.append(mistake)
+    return matches[0] if len(matches) == 1 else None
 
 
 def run_cases(exercise: Exercise, fn, cases) -> list:
-    """Call the student's ``fn`` on every case, turning exceptions into data (see :func:`grade_cases`)."""
+    """Call the student's ``fn`` on every case, turning exceptions into data (see :func:`grade_cases`).
+
+    NumPy scalars in what ``fn`` returns become Python ones (:func:`~.core.plain_scalars`), and a
+    call of a function the exercise forbids makes that case an error that names the function.
+    """
     outputs = []
     for case in cases:
+        watch = ForbiddenWatch(exercise.forbidden)
         try:
-            outputs.append(("ok", exercise.call(fn, case)))
+            with watch:
+                value = exercise.call(fn, case)
         except NotImplementedError:
             outputs.append(("not implemented", None))
             break
         except Exception as err:
-            outputs.append(("error", f"raised {type(err).__name__}: {err}"))
+            outputs.append(("error", watch.message() if watch.hit else f"raised {type(err).__name__}: {err}"))
+            continue
+        outputs.append(("error", watch.message()) if watch.hit else ("ok", plain_scalars(value)))
     return outputs
 
 

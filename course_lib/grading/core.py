@@ -9,8 +9,11 @@ pieces serve the student-side :func:`check` and the instructor's isolated gradin
 from __future__ import annotations
 
 import html
+import importlib
+import inspect
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,11 +33,18 @@ __all__ = [
     "compare_tensor",
     "compare_value",
     "describe",
+    "form_of",
+    "render_contract",
+    "Mistake",
+    "ForbiddenWatch",
+    "plain_scalars",
+    "WRONG_DTYPE",
     "HIDDEN_SEED_ENV",
 ]
 
 HIDDEN_SEED_ENV = "COURSE_GRADING_SEED"
 PUBLIC_SEED = 1234
+WRONG_DTYPE = "wrong dtype"  # how every comparison starts a reason that is about the dtype alone
 
 
 def describe(value) -> str:
@@ -57,6 +67,9 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     label: str = ""
     expected: object = None  # a hand-worked answer; None means "ask the oracle"
+    # What each known mistake returns on this case, filled in the first time a diagnosis needs it
+    # (instructor grading shares one Case between all students).
+    mistake_outputs: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.label:
@@ -79,6 +92,7 @@ class CheckResult:
     message: str
     cases: list = field(default_factory=list)
     status: str = "graded"  # "graded", "not implemented", "error"
+    diagnosis: str | None = None  # the key of the known mistake that reproduces every failing case
 
     def __str__(self) -> str:
         mark = "PASS" if self.passed else ("TODO" if self.status == "not implemented" else "FAIL")
@@ -143,7 +157,7 @@ def compare_tensor(expected: torch.Tensor, got, check_dtype: bool = True, rtol=N
     if tuple(got.shape) != tuple(expected.shape):
         return f"expected shape {list(expected.shape)}, got {list(got.shape)}"
     if check_dtype and got.dtype != expected.dtype:
-        return f"expected dtype {expected.dtype}, got {got.dtype}"
+        return f"{WRONG_DTYPE}: expected {_dtype_name(expected.dtype)}, got {_dtype_name(got.dtype)}"
     got = got.to("cpu", expected.dtype if expected.is_floating_point() else torch.float64)
     exp = expected.to("cpu", got.dtype)
     if got.numel() == 0:
@@ -168,8 +182,24 @@ def compare_tensor(expected: torch.Tensor, got, check_dtype: bool = True, rtol=N
     )
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _integer_like(value) -> bool:
+    return (type(value) is int or (isinstance(value, torch.Tensor) and value.dim() == 0
+            and not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool))
+
+
 def compare_value(expected, got, rel: float = 1e-9) -> str | None:
-    """Compare plain numbers (ints exactly, floats within ``rel``), tuples/lists element by element."""
+    """Compare plain numbers, tuples/lists element by element.
+
+    Where an int is expected, every integer-like answer counts: a Python ``int`` or a 0-d integer
+    tensor (NumPy integers arrive as ``int``, see :func:`plain_scalars`); ``bool`` and floats do not,
+    and the message says what to return. Where a float is expected, a number or a 0-d floating
+    tensor within ``rel``; a float32 answer that misses only by float32 rounding is told that its
+    dtype is the problem.
+    """
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             return f"expected {expected!r}, got {_short(got)}"
@@ -180,20 +210,43 @@ def compare_value(expected, got, rel: float = 1e-9) -> str | None:
     if isinstance(expected, bool) or isinstance(got, bool):
         return None if type(got) is type(expected) and got == expected else f"expected {expected!r}, got {_short(got)}"
     if isinstance(expected, int):
-        if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
-            got = int(got)
-        if type(got) is not int:
-            return f"expected the int {expected}, got {type(got).__name__} {_short(got)}"
+        if not _integer_like(got):
+            return f"expected an int ({expected}), got {type(got).__name__} {_short(got)}: return a Python int or a 0-d integer tensor"
+        got = int(got)
         return None if got == expected else f"expected {expected}, got {got}"
     if isinstance(expected, float):
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
+        low_precision = isinstance(got, torch.Tensor) and got.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and (got.is_floating_point() or _integer_like(got)):
             got = float(got)
         if type(got) not in (int, float):
             return f"expected a number close to {expected:.6g}, got {type(got).__name__} {_short(got)}"
         if math.isfinite(got) and abs(got - expected) <= rel * max(1.0, abs(expected)):
             return None
+        if low_precision and math.isfinite(got) and abs(got - expected) <= 1e-5 * max(1.0, abs(expected)):
+            return f"{WRONG_DTYPE}: expected a float64 value, got a float32 one ({got!r}): keep the inputs' float64 dtype"
         return f"expected {expected:.6g}, got {got!r}"
     raise TypeError(f"compare_value cannot compare {type(expected).__name__}")
+
+
+def plain_scalars(value):
+    """A student's return value with NumPy scalars turned into Python ones (``numpy.int64`` -> ``int``,
+    ``numpy.float64`` -> ``float``, ``numpy.float32`` -> a 0-d float32 tensor, keeping its precision
+    visible), inside tuples, lists and dicts too. Everything else is returned as it is."""
+    module = type(value).__module__
+    if module == "numpy" and hasattr(value, "dtype") and getattr(value, "shape", None) == ():
+        kind = value.dtype.kind
+        if kind == "b":
+            return bool(value)
+        if kind in "iu":
+            return int(value)
+        if kind == "f":
+            return float(value) if value.dtype.itemsize == 8 else torch.tensor(float(value), dtype=torch.float32)
+        return value
+    if type(value) in (list, tuple):
+        return type(value)(plain_scalars(v) for v in value)
+    if type(value) is dict:
+        return {k: plain_scalars(v) for k, v in value.items()}
+    return value
 
 
 def _short(value, limit: int = 80) -> str:
@@ -202,6 +255,153 @@ def _short(value, limit: int = 80) -> str:
     except Exception:  # a student object whose __repr__ raises must not crash the grader
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- the contract between an exercise's text and its grader -------------------------------------
+
+def form_of(value) -> set[str]:
+    """The argument forms ``value`` shows, as the tokens an exercise announces in its text.
+
+    ``"int"``, ``"float"``, ``"bool"``, ``"None"``, ``"str"``, ``"(int, int)"`` (a pair),
+    ``"tensor float32"`` (one token per dtype), ``"empty tensor"`` (a tensor with a zero-length
+    axis), ``"list of (int, int)"`` (lists and tuples by their elements' forms), ``"model"``
+    (an ``nn.Module``), ``"function"``.
+    """
+    if value is None:
+        return {"None"}
+    if isinstance(value, bool):
+        return {"bool"}
+    if isinstance(value, int):
+        return {"int"}
+    if isinstance(value, float):
+        return {"float"}
+    if isinstance(value, str):
+        return {"str"}
+    if isinstance(value, torch.Tensor):
+        forms = {f"tensor {_dtype_name(value.dtype)}"}
+        if value.numel() == 0:
+            forms.add("empty tensor")
+        return forms
+    if isinstance(value, torch.nn.Module):
+        return {"model"}
+    if isinstance(value, (tuple, list)):
+        if len(value) == 2 and all(type(v) is int for v in value):
+            return {"(int, int)"}
+        if not value:
+            return {"empty list"}
+        inner = sorted(set().union(*(form_of(v) for v in value)))
+        return {f"list of {' / '.join(inner)}"}
+    if callable(value):
+        return {"function"}
+    return {type(value).__name__}
+
+
+def _render_forms(forms) -> str:
+    dtypes = [f.removeprefix("tensor ") for f in forms if f.startswith("tensor ")]
+    rest = [f for f in forms if not f.startswith("tensor ") and f not in ("empty tensor", "None")]
+    words = []
+    if dtypes:
+        words.append(f"a {' or '.join(dtypes)} tensor" + (" (possibly empty)" if "empty tensor" in forms else ""))
+    words += [f"`{f}`" if f.startswith("(") else f"a {f}" if f in ("model", "function") else f"an {f}" if f == "int" else f for f in rest]
+    if "None" in forms:
+        words.append("`None`")
+    return " or ".join(words)
+
+
+def render_contract(exercise: "Exercise", cases: int | None = None) -> str:
+    """The paragraph an exercise's text carries about its check, generated from the grader so the two
+    cannot drift: the argument forms the checker passes, the calls it refuses, how points are given."""
+    parts = [f"`{name}`: {_render_forms(forms)}" for name, forms in exercise.forms.items()]
+    text = f"{CONTRACT_PREFIX} " + "; ".join(parts) + "."
+    if exercise.forbidden:
+        text += " Not allowed: " + ", ".join(f"`{name}`" for name in exercise.forbidden) + " (the check stops these calls)."
+    count = f"{cases} cases" if cases is not None else "several cases"
+    text += (f" Points: {exercise.points:g} times the share of the {count} that pass (the lecture's worked examples first,"
+             " then random ones; your instructor's hidden cases are drawn the same way).")
+    return text
+
+
+CONTRACT_PREFIX = "**The check calls it with**"
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A classic wrong version of an exercise, kept next to its oracle so a failing check can name it.
+
+    ``fn`` has the student's signature and makes exactly that one mistake; ``message`` is the one
+    sentence a student reads when ``fn`` reproduces their output on every failing case (what they
+    did, and the lecture section that explains the right way).
+    """
+
+    key: str
+    fn: Callable
+    message: str
+
+
+def _resolve(name: str):
+    """``"torch.nn.functional.conv2d"`` -> the object; ``"course_lib.visualize"`` -> the module."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        pass
+    return getattr(importlib.import_module(module_name), attr)
+
+
+class ForbiddenWatch:
+    """Notices, while a student's function runs, any call of the functions an exercise forbids.
+
+    ``forbidden`` holds dotted names: a function (``"torch.nn.functional.conv2d"``, caught under any
+    alias, e.g. ``from torch.nn.functional import conv2d`` or through ``nn.Conv2d``), a tensor method
+    (``"torch.Tensor.topk"``, caught as ``x.topk(...)``) or a whole module (``"course_lib.visualize"``).
+    It uses ``sys.setprofile`` and only records: :attr:`hit` is the first forbidden name called.
+    """
+
+    def __init__(self, forbidden=()):
+        self.names = tuple(forbidden)
+        self.hit: str | None = None
+        self._objects, self._codes, self._files, self._methods = {}, {}, {}, {}
+        for name in self.names:
+            if name.startswith("torch.Tensor."):
+                self._methods[name.rpartition(".")[2]] = name
+                continue
+            target = _resolve(name)
+            if inspect.ismodule(target):
+                self._files[getattr(target, "__file__", None)] = name
+            elif hasattr(target, "__code__"):
+                self._codes[target.__code__] = name
+            else:
+                self._objects[id(target)] = (target, name)
+        self._previous = None
+
+    def _profile(self, frame, event, arg):
+        if self.hit is not None:
+            return
+        if event == "c_call":
+            found = self._objects.get(id(arg))
+            if found is not None and found[0] is arg:
+                self.hit = found[1]
+            elif self._methods and isinstance(getattr(arg, "__self__", None), torch.Tensor):
+                self.hit = self._methods.get(getattr(arg, "__name__", None))
+        elif event == "call":
+            code = frame.f_code
+            self.hit = self._codes.get(code) or self._files.get(code.co_filename)
+
+    def __enter__(self):
+        if self.names:
+            self._previous = sys.getprofile()
+            sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        if self.names:
+            if sys.getprofile() != self._profile and self.hit is None:  # the student's code replaced the watch
+                self.hit = "sys.setprofile"
+            sys.setprofile(self._previous)
+        return False
+
+    def message(self) -> str:
+        return f"calls {self.hit}, which this exercise asks you not to use (write it yourself)"
 
 
 @dataclass
@@ -224,6 +424,15 @@ class Exercise:
     compare: Callable = compare_tensor
     run: Callable = None
     kind: str = "function"  # or "class": what the student writes
+    # The contract with the exercise's text (rendered into it by the authoring tool, checked by tests):
+    # ``params`` the student's parameter names in order, ``forms`` the forms each argument takes in
+    # the cases (tokens of :func:`form_of`), ``arguments(case)`` the case as {parameter: value} when
+    # the default (``params`` zipped with ``case.args``, then ``case.kwargs``) does not fit.
+    params: tuple = ()
+    forms: dict = field(default_factory=dict)
+    arguments: Callable = None
+    forbidden: tuple = ()  # dotted names the student's code must not call (see ForbiddenWatch)
+    mistakes: tuple = ()  # the classic wrong versions (:class:`Mistake`) a failing check can name
 
     def call(self, fn, case: Case):
         """Run the student's ``fn`` on ``case`` and return plain data."""
@@ -234,6 +443,14 @@ class Exercise:
     def expected(self, case: Case):
         """The right answer for ``case``: its hand-worked value, or the oracle's."""
         return case.expected if case.expected is not None else self.oracle(case)
+
+    def bind(self, case: Case) -> dict:
+        """``case`` as ``{parameter name: value}``, for checking its argument forms."""
+        if self.arguments is not None:
+            return self.arguments(case)
+        if len(case.args) > len(self.params):
+            raise ValueError(f"exercise {self.name} declares {len(self.params)} params, a case passes {len(case.args)} arguments")
+        return {**dict(zip(self.params, case.args)), **case.kwargs}
 
 
 REGISTRY: dict[str, Exercise] = {}
