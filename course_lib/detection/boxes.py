@@ -43,9 +43,19 @@ def _threshold(name: str, value) -> float:
     return float(value)
 
 
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in a type whose products of coordinates do not overflow: float16 and bfloat16 become
+    float32, integer types narrower than 32 bits become int32 (torchvision's rule)."""
+    if t.is_floating_point():
+        return t if t.dtype in (torch.float32, torch.float64) else t.float()
+    return t if t.dtype in (torch.int32, torch.int64) else t.int()
+
+
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """Areas ``[K]`` of boxes ``[K, 4]``: ``(x2 - x1) * (y2 - y1)``."""
+    """Areas ``[K]`` of boxes ``[K, 4]``: ``(x2 - x1) * (y2 - y1)``, in float32 for float16/bfloat16 boxes
+    and int32 for integer boxes narrower than that (a 300 x 300 box's area overflows float16)."""
     _boxes("boxes", boxes)
+    boxes = _upcast(boxes)
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
@@ -54,13 +64,17 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     The intersection of two boxes is the box between the larger top-left and the smaller bottom-right
     corner, or nothing when those cross; broadcasting ``[N, 1, 2]`` against ``[M, 2]`` does all pairs at once.
+    Float boxes give IoUs in their dtype (float32 for float16/bfloat16), integer boxes float32.
     """
     _boxes("a", a)
     _boxes("b", b)
     same_device(a=a, b=b)
     top_left = torch.max(a[:, None, :2], b[:, :2])  # [N, M, 2]
     bottom_right = torch.min(a[:, None, 2:], b[:, 2:])
-    wh = (bottom_right - top_left).clamp(min=0)
+    if top_left.is_floating_point():  # as torchvision: subtract in the boxes' dtype, then widen
+        wh = _upcast(bottom_right - top_left).clamp(min=0)
+    else:  # widen first: in uint8, crossed corners would wrap around to a large positive width
+        wh = (_upcast(bottom_right) - _upcast(top_left)).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = box_area(a)[:, None] + box_area(b) - inter
     return inter / union
@@ -135,6 +149,27 @@ def decode_boxes(deltas: torch.Tensor, proposals: torch.Tensor, weights=(1.0, 1.
     return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=2).flatten(1)
 
 
+def _overlaps_too_much(iou: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``iou > iou_threshold``, decided exactly as torchvision's NMS kernels decide it.
+
+    On the CPU, torchvision compares the IoU (computed in the boxes' dtype) with the threshold as a
+    float64 number; its CUDA kernel first rounds the threshold to float32. Comparing a float32 IoU
+    with a Python float in torch would round the threshold to the *nearest* float32 instead: boxes
+    ``[0, 0, 1, 1]`` and ``[0, 0, 10, 1]`` overlap with IoU ``float32(0.1) = 0.100000001``, which is
+    above 0.1 (torchvision's CPU kernel suppresses) but equal to ``float32(0.1)`` (survives). So the
+    threshold becomes the largest value of the IoUs' dtype not above it, which gives the same answer
+    for every IoU of that dtype.
+    """
+    if iou.device.type != "cpu":
+        iou_threshold = float(torch.tensor(iou_threshold, dtype=torch.float32))
+    if iou.dtype == torch.float64:
+        return iou > iou_threshold
+    below = torch.tensor(iou_threshold, dtype=iou.dtype)
+    if float(below) > iou_threshold:
+        below = torch.nextafter(below, below.new_tensor(-math.inf))
+    return iou > float(below)
+
+
 def _check_nms_args(boxes, scores, iou_threshold):
     _boxes("boxes", boxes)
     tensor_rank("scores", scores, 1)
@@ -156,18 +191,9 @@ def nms_naive(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -
     while remaining:
         best = remaining.pop(0)
         keep.append(best)
-        survivors = []
-        for other in remaining:
-            x1 = max(boxes[best, 0].item(), boxes[other, 0].item())
-            y1 = max(boxes[best, 1].item(), boxes[other, 1].item())
-            x2 = min(boxes[best, 2].item(), boxes[other, 2].item())
-            y2 = min(boxes[best, 3].item(), boxes[other, 3].item())
-            inter = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
-            area_best = (boxes[best, 2] - boxes[best, 0]) * (boxes[best, 3] - boxes[best, 1])
-            area_other = (boxes[other, 2] - boxes[other, 0]) * (boxes[other, 3] - boxes[other, 1])
-            if inter / (area_best.item() + area_other.item() - inter) <= iou_threshold:
-                survivors.append(other)
-        remaining = survivors
+        # One pair at a time; the IoU in the boxes' dtype and the threshold rule are torchvision's.
+        remaining = [other for other in remaining
+                     if not _overlaps_too_much(box_iou(boxes[best, None], boxes[other, None]), iou_threshold)]
     return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
 
 
@@ -190,8 +216,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     for start in range(0, order.numel(), _NMS_BLOCK):
         block = ranked[start : start + _NMS_BLOCK]
         earlier = ranked[:start][keep[:start]]
-        alive = ~(box_iou(earlier, block) > iou_threshold).any(dim=0)
-        beats = (box_iou(block, block) > iou_threshold).triu(diagonal=1)  # [i, j]: i ranks above j and overlaps it
+        alive = ~_overlaps_too_much(box_iou(earlier, block), iou_threshold).any(dim=0)
+        beats = _overlaps_too_much(box_iou(block, block), iou_threshold).triu(diagonal=1)  # [i, j]: i ranks above j and overlaps it
         survive = alive
         while True:
             settled = alive & ~(beats & survive[:, None]).any(dim=0)
@@ -222,8 +248,10 @@ def batched_nms(
 
 
 def _round_half_away(x: torch.Tensor) -> torch.Tensor:
-    # C++ std::round; torch.round rounds halves to even (2.5 -> 2), which would shift some RoIs
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+    # C++ std::round, which torchvision's kernel uses. torch.round sends halves to even (2.5 -> 2), and
+    # floor(|x| + 0.5) rounds 0.49999997 up (the sum rounds to 1.0); x - trunc(x) is exact, so compare that.
+    whole = torch.trunc(x)
+    return torch.where((x - whole).abs() >= 0.5, whole + torch.sign(x), whole)
 
 
 def _floor_log2(x: torch.Tensor) -> torch.Tensor:
@@ -241,10 +269,13 @@ def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size, spatial_sc
         output_size: ``oh`` or ``(oh, ow)``.
         spatial_scale: feature-map pixels per image pixel (``1 / stride`` of the backbone).
 
-    Each RoI is snapped to whole feature cells (corners rounded half away from zero; a RoI spans
-    ``x2 - x1 + 1`` cells, at least one), split into ``oh x ow`` bins whose edges are floored at the start
-    and ceiled at the end (so neighbouring bins may share a row or column), clipped to the map, and each
-    bin keeps its maximum; an empty bin gives 0. Equals ``torchvision.ops.roi_pool``.
+    Each RoI is snapped to whole feature cells (corners scaled and rounded half away from zero; a RoI
+    spans ``x2 - x1 + 1`` cells, at least one), split into ``oh x ow`` bins whose edges are floored at the
+    start and ceiled at the end (so neighbouring bins may share a row or column), clipped to the map, and
+    each bin keeps its maximum; an empty bin gives 0. Equals ``torchvision.ops.roi_pool``, rounding
+    included: like its kernel, the scaling and the bin edges ``floor(i * size)``, ``ceil((i + 1) * size)``
+    with ``size = span / bins`` are computed in the features' dtype (in float32, a 57-cell span in 7 bins
+    ends its last bin at ``ceil(7 * 8.142857) = 58``, not 57).
 
     Vectorised with a *sparse table*: a bin's maximum is the maximum of four blocks of ``2**p x 2**q``
     cells placed in its corners, where ``2**p`` and ``2**q`` are the largest powers of two not above the
