@@ -26,6 +26,7 @@ from torch import nn
 from .validate import floating, pair, positive_int, same_device, tensor_rank
 
 __all__ = [
+    "ILSVRCEntry",
     "ILSVRC_TOP5",
     "count_parameters",
     "topk_error",
@@ -54,15 +55,20 @@ __all__ = [
     "empirical_receptive_field",
 ]
 
-#: ImageNet (ILSVRC) classification winners: (year, entry, top-5 error in %).
+ILSVRCEntry = namedtuple("ILSVRCEntry", "year entry top5_error layers place")
+ILSVRCEntry.__doc__ = """One ILSVRC classification result: year, entry, top-5 test error in %, weight layers
+(``None`` for the hand-designed "shallow" pipelines) and place in that year's challenge."""
+
+#: ILSVRC classification results quoted by the course's first deck (its "ImageNet performance" slide):
+#: each year's winner, and 2014's runner-up VGG, which came second behind GoogLeNet.
 ILSVRC_TOP5 = [
-    (2010, "NEC-UIUC (shallow)", 28.2),
-    (2011, "XRCE (shallow)", 25.8),
-    (2012, "AlexNet", 16.4),
-    (2013, "ZF/Clarifai", 11.7),
-    (2014, "VGG", 7.3),
-    (2014, "GoogLeNet", 6.7),
-    (2015, "ResNet", 3.57),
+    ILSVRCEntry(2010, "NEC-UIUC", 28.2, None, 1),
+    ILSVRCEntry(2011, "XRCE", 25.8, None, 1),
+    ILSVRCEntry(2012, "AlexNet", 16.4, 8, 1),
+    ILSVRCEntry(2013, "Clarifai (ZF Net)", 11.7, 8, 1),
+    ILSVRCEntry(2014, "VGG", 7.3, 19, 2),
+    ILSVRCEntry(2014, "GoogLeNet", 6.7, 22, 1),
+    ILSVRCEntry(2015, "ResNet", 3.57, 152, 1),
 ]
 
 

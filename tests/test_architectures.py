@@ -486,5 +486,12 @@ def test_empirical_receptive_field_leaves_the_model_alone_and_checks_arguments()
 
 
 def test_ilsvrc_top5_story():
-    assert [e for _, _, e in A.ILSVRC_TOP5] == [28.2, 25.8, 16.4, 11.7, 7.3, 6.7, 3.57]
-    assert [name for _, name, _ in A.ILSVRC_TOP5][2::2] == ["AlexNet", "VGG", "ResNet"]
+    # The deck's "ImageNet performance" slide: every winner, and VGG second in 2014 behind GoogLeNet.
+    assert [e.top5_error for e in A.ILSVRC_TOP5] == [28.2, 25.8, 16.4, 11.7, 7.3, 6.7, 3.57]
+    assert [e.entry for e in A.ILSVRC_TOP5][2::2] == ["AlexNet", "VGG", "ResNet"]
+    assert [e.layers for e in A.ILSVRC_TOP5] == [None, None, 8, 8, 19, 22, 152]
+    winners = [e for e in A.ILSVRC_TOP5 if e.place == 1]
+    assert [e.year for e in winners] == list(range(2010, 2016))
+    vgg, googlenet = (e for e in A.ILSVRC_TOP5 if e.year == 2014)
+    assert (vgg.entry, vgg.place, googlenet.entry, googlenet.place) == ("VGG", 2, "GoogLeNet", 1)
+    assert googlenet.top5_error < vgg.top5_error

@@ -41,9 +41,10 @@ def draw_windows(size: int = 7, kernel: int = 3, stride: int = 1, padding: int =
     ax.set_aspect("equal")
     ax.set_xlabel("input column (grey: zero padding)")
     ax.set_ylabel("input row")
+    shown = min(out, len(_COLOURS))
     ax.set_title(
-        f"input {size}x{size}, kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation}\n"
-        f"-> output {out}x{out} (first {min(out, len(_COLOURS))} windows of the top row shown)",
+        f"kernel {kernel}, stride {stride}, padding {padding}, dilation {dilation}\n"
+        f"input {size}x{size} -> output {out}x{out}\n(first {shown} window{'s' if shown != 1 else ''} of the top row shown)",
         fontsize=9,
     )
     return ax
