@@ -1,12 +1,20 @@
-"""Graders of lecture 04: a student's correct answer passes, plausible wrong answers fail with a message
-that names the failing case, odd answers are explained, and the hand-built models behave as the
-oracles assume."""
+"""Graders of lecture 04: a student's correct answer passes, the known mistakes and other wrong answers
+fail with a message that names the failing case, every rule the texts state (one batch without
+gradients, the image left unchanged, nothing left on the model's .grad, no gradient history, no call
+of course_lib.visualize) is checked and explained in words, odd answers are explained, and the
+hand-built models behave as the oracles assume."""
+import dataclasses
+import re
+import warnings
+from pathlib import Path
+
+import nbformat
 import pytest
 import torch
 
 from course_lib import visualize
-from course_lib.grading import check, exercise_names
-from course_lib.grading.core import case_generator, get_exercise
+from course_lib.grading import check, exercise_names, grade_cases, run_cases
+from course_lib.grading.core import WRONG_DTYPE, case_generator, get_exercise
 from course_lib.grading.visualize import LECTURE, _model
 from odd_answers import Liar
 
@@ -15,90 +23,153 @@ REFERENCE = ["occlusion_map", "saliency_map", "class_visualization_step"]
 
 # --- what a student might write -------------------------------------------------------------------
 
-def occlusion(model, image, target, patch_size, stride, fill=0.0, *, rows_off=0, ignore_stride=False,
-              ignore_fill=False, output="prob", transpose=False):
-    """A loop over positions, as a student would start, with switches for the usual mistakes."""
-    stride = 1 if ignore_stride else stride
+def occlusion(model, image, target, patch_size, stride, fill=0.0, *, grad=False):
+    """A loop that builds the batch, as a student would start, and one forward pass (``grad``: with gradients on)."""
     _, height, width = image.shape
-    rows, cols = (height - patch_size) // stride + 1 - rows_off, (width - patch_size) // stride + 1 - rows_off
+    rows, cols = (height - patch_size) // stride + 1, (width - patch_size) // stride + 1
+    fill = torch.as_tensor(fill, dtype=image.dtype).reshape(-1, 1, 1)
     batch = image.repeat(rows * cols, 1, 1, 1)
     for i in range(rows):
         for j in range(cols):
-            a, b = (j, i) if transpose else (i, j)
-            batch[i * cols + j, :, a * stride : a * stride + patch_size, b * stride : b * stride + patch_size] = 0.0 if ignore_fill else fill
-    with torch.no_grad():
-        logits = model(batch)
-    scores = {"prob": logits.softmax(-1), "logit": logits, "logprob": logits.log_softmax(-1)}[output]
-    return scores[:, target].view(rows, cols)
+            batch[i * cols + j, :, i * stride : i * stride + patch_size, j * stride : j * stride + patch_size] = fill
+    with torch.set_grad_enabled(grad):
+        return model(batch).softmax(-1)[:, target].view(rows, cols).detach()
 
 
-def saliency(model, image, target, *, reduce="absmax", score="logit"):
+def saliency(model, image, target):
     x = image.clone().requires_grad_(True)
-    logits = model(x[None])
-    value = {"logit": logits, "prob": logits.softmax(-1), "logprob": logits.log_softmax(-1)}[score][0, target]
-    (grad,) = torch.autograd.grad(value, x)
-    return {"absmax": grad.abs().amax(0), "signed": grad.amax(0), "sum": grad.abs().sum(0), "mean": grad.abs().mean(0)}[reduce]
+    (grad,) = torch.autograd.grad(model(x[None])[0, target], x)
+    return grad.abs().amax(0)
 
 
-def step(model, image, target, lr, l2=0.0, *, normalise="mean", l2_sign=-1.0, direction=1.0, l2_factor=2.0, score="logit"):
+def step(model, image, target, lr, l2=0.0):
     x = image.clone().requires_grad_(True)
-    logits = model(x[None])
-    value = logits.softmax(-1)[0, target] if score == "prob" else logits[0, target]
-    (grad,) = torch.autograd.grad(value, x)
-    grad = grad + l2_sign * l2_factor * l2 * image
-    scale = {"mean": grad.abs().mean() + 1e-8, "max": grad.abs().max() + 1e-8, "norm": grad.norm() + 1e-8, "none": 1.0}[normalise]
-    return image + direction * lr * grad / scale
+    (grad,) = torch.autograd.grad(model(x[None])[0, target] - l2 * (x ** 2).sum(), x)
+    return (image + lr * grad / (grad.abs().mean() + 1e-8)).detach()
 
 
-WRONG = {
-    "occlusion_map": [
-        lambda *a, **k: occlusion(*a, **k, output="logit"),  # logits, not probabilities
-        lambda *a, **k: occlusion(*a, **k, output="logprob"),  # log-probabilities
-        lambda *a, **k: occlusion(*a, **k, rows_off=1),  # range(H - patch): misses the last row and column
-        lambda *a, **k: occlusion(*a, **k, ignore_stride=True),
-        lambda *a, **k: occlusion(*a, **k, ignore_fill=True),  # always occludes with zeros
-        lambda *a, **k: occlusion(*a, **k, transpose=True),  # rows and columns swapped
-    ],
-    "saliency_map": [
-        lambda *a: saliency(*a, reduce="signed"),  # no absolute value
-        lambda *a: saliency(*a, reduce="sum"),  # sum over channels instead of max
-        lambda *a: saliency(*a, reduce="mean"),
-        lambda *a: saliency(*a, score="prob"),  # gradient of the softmax probability
-        lambda *a: saliency(*a, score="logprob"),  # gradient of the log-probability
-    ],
-    "class_visualization_step": [
-        lambda *a, **k: step(*a, **k, normalise="none"),  # no normalisation
-        lambda *a, **k: step(*a, **k, normalise="max"),  # normalised by the largest gradient
-        lambda *a, **k: step(*a, **k, l2_sign=1.0),  # rewards large pixels instead of penalising them
-        lambda *a, **k: step(*a, **k, direction=-1.0),  # gradient descent
-        lambda *a, **k: step(*a, **k, l2_factor=1.0),  # d/dx of l2 * x^2 without the 2
-        lambda *a, **k: step(*a, **k, score="prob"),  # ascends the probability, not the logit
-    ],
-}
+STUDENT = {"occlusion_map": occlusion, "saliency_map": saliency, "class_visualization_step": step}
 
 
-def test_every_exercise_has_wrong_answers_listed():
+def test_every_exercise_is_listed_with_its_known_mistakes():
     assert exercise_names(LECTURE) == REFERENCE  # notebook order
-    assert set(WRONG) == set(REFERENCE)
+    for name in REFERENCE:
+        assert len(get_exercise(name).mistakes) >= 3, name
+
+
+def unwatched(name, fn, seed=None):
+    """``fn`` graded on the exercise's cases without the forbidden-call watch (for course_lib itself)."""
+    exercise = dataclasses.replace(get_exercise(name), forbidden=())
+    cases = exercise.cases(*case_generator(seed))
+    return grade_cases(exercise, cases, run_cases(exercise, fn, cases))
 
 
 @pytest.mark.parametrize("name", REFERENCE)
-def test_course_lib_and_a_student_loop_pass(name):
-    result = check(name, getattr(visualize, name))
+def test_a_student_loop_passes_and_course_lib_agrees_with_the_oracles(name):
+    result = check(name, STUDENT[name])
     assert result.passed and result.points == result.max_points, result.message
-    student = {"occlusion_map": occlusion, "saliency_map": saliency, "class_visualization_step": step}[name]
-    assert check(name, student).passed, check(name, student).message
+    for seed in (None, 987):
+        assert unwatched(name, getattr(visualize, name), seed).passed
+
+
+@pytest.mark.parametrize("name", REFERENCE)
+def test_calling_course_lib_visualize_is_refused(name):
+    result = check(name, getattr(visualize, name))
+    assert not result.passed and result.points == 0
+    assert "calls course_lib.visualize, which this exercise asks you not to use" in result.message
 
 
 @pytest.mark.parametrize("name", REFERENCE)
 def test_hidden_cases_pass_too(name):
-    result = check(name, getattr(visualize, name), seed=987)
+    result = check(name, STUDENT[name], seed=987)
     assert result.passed, result.message
 
 
-@pytest.mark.parametrize("name,index", [(n, i) for n, fns in WRONG.items() for i in range(len(fns))])
-def test_wrong_answers_fail_with_a_named_case(name, index, assert_rejected):
-    assert_rejected(name, WRONG[name][index])
+@pytest.mark.parametrize("name,key", [(n, m.key) for n in REFERENCE for m in get_exercise(n).mistakes])
+def test_known_mistakes_fail_with_a_named_case(name, key, assert_rejected):
+    mistake = next(m for m in get_exercise(name).mistakes if m.key == key)
+    assert_rejected(name, mistake.fn)
+
+
+# --- the rules the texts state, each explained in words -------------------------------------------
+
+def test_occlusion_must_run_one_batch_without_gradients():
+    def per_position(model, image, target, patch_size, stride, fill=0.0):
+        _, height, width = image.shape
+        rows, cols = (height - patch_size) // stride + 1, (width - patch_size) // stride + 1
+        out = torch.empty(rows, cols, dtype=image.dtype)
+        for i in range(rows):
+            for j in range(cols):
+                x = image.clone()
+                x[:, i * stride : i * stride + patch_size, j * stride : j * stride + patch_size] = torch.as_tensor(fill).reshape(-1, 1, 1)
+                with torch.no_grad():
+                    out[i, j] = model(x[None]).softmax(-1)[0, target]
+        return out
+
+    graded = check("occlusion_map", lambda *args, **kwargs: occlusion(*args, **kwargs, grad=True))
+    assert not graded.passed and "but the model ran with gradients on" in graded.message
+    graded = check("occlusion_map", per_position)
+    assert not graded.passed and "expected one forward pass on a batch" in graded.message and "the model ran 36 times" in graded.message
+
+
+def test_occlusion_fill_may_be_one_value_per_channel():
+    def scalar_fill_only(model, image, target, patch_size, stride, fill=0.0):
+        return occlusion(model, image, target, patch_size, stride, float(fill) if not isinstance(fill, torch.Tensor) else fill[0])
+
+    graded = check("occlusion_map", scalar_fill_only)
+    assert not graded.passed and "per channel" in graded.message
+    cases = get_exercise("occlusion_map").cases(*case_generator())
+    assert any(isinstance(case.kwargs["fill"], torch.Tensor) and case.kwargs["fill"].shape == (3,) for case in cases[:5])
+
+
+def test_saliency_must_leave_the_image_and_the_model_alone():
+    def backward(model, image, target):
+        x = image.clone().requires_grad_(True)
+        model(x[None])[0, target].backward()
+        return x.grad.abs().amax(0)
+
+    def on_the_image(model, image, target):
+        image.requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(image[None])[0, target], image)
+        return grad.abs().amax(0)
+
+    graded = check("saliency_map", backward)
+    assert not graded.passed and "gradients were left there" in graded.message
+    graded = check("saliency_map", on_the_image)
+    assert not graded.passed and "expected `image` unchanged" in graded.message
+
+
+def test_class_visualization_step_returns_a_detached_new_image():
+    def history(model, image, target, lr, l2=0.0):
+        x = image.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(x[None])[0, target] - l2 * (x ** 2).sum(), x)
+        return x + lr * grad / (grad.abs().mean() + 1e-8)
+
+    def in_place(model, image, target, lr, l2=0.0):
+        return image.copy_(step(model, image, target, lr, l2))
+
+    graded = check("class_visualization_step", history)
+    assert not graded.passed and "expected a result without gradient history" in graded.message
+    graded = check("class_visualization_step", in_place)
+    assert not graded.passed and "expected `image` unchanged" in graded.message
+
+
+@pytest.mark.parametrize("name", REFERENCE)
+def test_a_wrong_dtype_is_said_first(name):
+    result = check(name, lambda *args, **kwargs: STUDENT[name](*args, **kwargs).float())
+    assert not result.passed
+    assert result.message.splitlines()[0].startswith("Right values, wrong dtype on all"), result.message
+    assert f"{WRONG_DTYPE}: expected float64, got float32" in result.message
+
+
+def test_a_warning_inside_the_students_function_does_not_escape_the_check():
+    def noisy(model, image, target):
+        warnings.warn("a stray warning from the student's code")
+        return saliency(model, image, target)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that reached the caller would raise here
+        assert check("saliency_map", noisy).passed
 
 
 @pytest.mark.parametrize("name", REFERENCE)
@@ -109,10 +180,9 @@ def test_wrong_answers_fail_with_a_named_case(name, index, assert_rejected):
     ids=["none", "liar", "wrong-shape", "str", "nan", "int", "raises"],
 )
 def test_odd_answers_are_explained_not_crashing(name, answer):
-    def fn(model, image, *args, **kwargs):
-        shape = {"occlusion_map": None, "saliency_map": image.shape[1:], "class_visualization_step": image.shape}[name]
+    def fn(model, image, target, *args, **kwargs):
         if callable(answer):
-            return answer(shape if shape is not None else visualize.occlusion_map(model, image, *args, **kwargs).shape)
+            return answer(STUDENT[name](model, image, target, *args, **kwargs).shape)
         return answer
 
     result = check(name, fn)
@@ -120,14 +190,13 @@ def test_odd_answers_are_explained_not_crashing(name, answer):
     assert "expected" in result.message or "raised" in result.message
 
 
-
 def test_hidden_seed_keeps_the_worked_examples_first(monkeypatch):
     exercise = get_exercise("occlusion_map")
     public = exercise.cases(*case_generator())
     monkeypatch.setenv("COURSE_GRADING_SEED", "4242")
     secret = exercise.cases(*case_generator())
-    assert [c.label.split(";")[1:] for c in public[:4]] == [c.label.split(";")[1:] for c in secret[:4]]
-    assert [c.label for c in public[4:]] != [c.label for c in secret[4:]]
+    assert [c.label.split(";")[1:] for c in public[:5]] == [c.label.split(";")[1:] for c in secret[:5]]
+    assert [c.label for c in public[5:]] != [c.label for c in secret[5:]]
 
 
 def test_region_model_sees_only_its_region():
@@ -144,3 +213,13 @@ def test_region_model_sees_only_its_region():
             changed = torch.where(outside, image + 5.0, image)
             with torch.no_grad():
                 torch.testing.assert_close(model(changed[None]), model(image[None]), rtol=0, atol=0)
+
+
+def test_mistake_messages_point_to_a_section_of_the_lecture():
+    lecture = nbformat.read(Path(__file__).resolve().parent.parent / "lectures" / f"{LECTURE}.ipynb", as_version=4)
+    headings = [line.lstrip("#").strip() for cell in lecture.cells if cell.cell_type == "markdown"
+                for line in cell.source.splitlines() if line.startswith("#")]
+    for name in REFERENCE:
+        for mistake in get_exercise(name).mistakes:
+            found = re.search(r"\(lecture 04, section '([^']+)'\)\.$", mistake.message)
+            assert found and any(found.group(1) in heading for heading in headings), (name, mistake.key, mistake.message)

@@ -1,213 +1,240 @@
-"""Graders of lecture 06: course_lib and a student's straightforward versions pass; the classic
-mistakes (``+ 1`` in widths, ``>=`` in NMS, floored RoI corners, non-overlapping RoI bins, AP without
-the precision envelope, ...) fail with a message that names the failing case; odd answers are
-explained, not crashing."""
+"""Graders of lecture 06: a student's straightforward versions pass, course_lib agrees with the oracles
+(and calling it, or torchvision's operators, is refused), every known mistake (``+ 1`` in widths, ``>=``
+in NMS, floored or half-to-even RoI corners, exact-fraction bin edges, AP without the envelope, ...)
+fails with a message that names the failing case, the forms the texts announce (K = 0 boxes, proposals
+in another dtype, per-channel ...) are used, and odd answers are explained, not crashing."""
+import dataclasses
 import math
+import re
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 import torchvision
 
 from course_lib import detection
-from course_lib.grading import check, exercise_names
-from course_lib.grading.core import Case, case_generator, get_exercise
+from course_lib.grading import check, exercise_names, grade_cases, run_cases
+from course_lib.grading.core import WRONG_DTYPE, Case, case_generator, get_exercise
 from course_lib.grading.detection import LECTURE, _voc_average_precision, roi_example
 from odd_answers import Liar
 
 REFERENCE = ["box_iou", "encode_boxes", "decode_boxes", "nms", "roi_pool", "average_precision"]
 
 
-# --- what a student might write, with switches for the usual mistakes -----------------------------
+# --- what a student might write, following the texts ----------------------------------------------
 
-def iou(a, b, *, plus_one=False, no_clamp=False, union="sum-inter"):
-    extra = 1.0 if plus_one else 0.0
-    area_a = (a[:, 2] - a[:, 0] + extra) * (a[:, 3] - a[:, 1] + extra)
-    area_b = (b[:, 2] - b[:, 0] + extra) * (b[:, 3] - b[:, 1] + extra)
-    wh = torch.min(a[:, None, 2:], b[:, 2:]) - torch.max(a[:, None, :2], b[:, :2]) + extra
-    if not no_clamp:
-        wh = wh.clamp(min=0)
+def iou(a, b):
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    wh = (torch.min(a[:, None, 2:], b[:, 2:]) - torch.max(a[:, None, :2], b[:, :2])).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    if union == "sum-inter":
-        return inter / (area_a[:, None] + area_b - inter)
-    if union == "sum":
-        return inter / (area_a[:, None] + area_b)
-    return inter / torch.min(area_a[:, None], area_b)  # intersection over the smaller box
+    return inter / (area_a[:, None] + area_b - inter)
 
 
-def centres(boxes, extra=0.0):
-    w, h = boxes[:, 2] - boxes[:, 0] + extra, boxes[:, 3] - boxes[:, 1] + extra
+def centres(boxes):
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     return boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h, w, h
 
 
-def encode(gt, proposals, weights=(1.0, 1.0, 1.0, 1.0), *, plus_one=False, flip_log=False, by_gt=False,
-           ignore_weights=False, corners=False):
-    wx, wy, ww, wh = (1.0, 1.0, 1.0, 1.0) if ignore_weights else weights
-    extra = 1.0 if plus_one else 0.0
-    px, py, pw, ph = centres(proposals, extra)
-    gx, gy, gw, gh = centres(gt, extra)
-    if corners:
-        px, py, gx, gy = proposals[:, 0], proposals[:, 1], gt[:, 0], gt[:, 1]
-    sw, sh = (gw, gh) if by_gt else (pw, ph)
-    tw, th = (torch.log(pw / gw), torch.log(ph / gh)) if flip_log else (torch.log(gw / pw), torch.log(gh / ph))
-    return torch.stack([wx * (gx - px) / sw, wy * (gy - py) / sh, ww * tw, wh * th], dim=1)
-
-
-def decode(deltas, proposals, weights=(1.0, 1.0, 1.0, 1.0), *, clamp=True, plus_one=False, multiply=False,
-           centre_format=False, first_class=False):
-    if first_class:
-        deltas = deltas[:, :4]
+def encode(gt, proposals, weights=(1.0, 1.0, 1.0, 1.0)):
     wx, wy, ww, wh = weights
-    if multiply:
-        wx, wy, ww, wh = 1 / wx, 1 / wy, 1 / ww, 1 / wh
-    px, py, pw, ph = (c[:, None] for c in centres(proposals.to(deltas.dtype), 1.0 if plus_one else 0.0))
-    dw, dh = deltas[:, 2::4] / ww, deltas[:, 3::4] / wh
-    if clamp:
-        dw, dh = dw.clamp(max=math.log(1000 / 16)), dh.clamp(max=math.log(1000 / 16))
+    px, py, pw, ph = centres(proposals)
+    gx, gy, gw, gh = centres(gt)
+    return torch.stack([wx * (gx - px) / pw, wy * (gy - py) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)], dim=1)
+
+
+def decode(deltas, proposals, weights=(1.0, 1.0, 1.0, 1.0)):
+    wx, wy, ww, wh = weights
+    px, py, pw, ph = (c[:, None] for c in centres(proposals.to(deltas.dtype)))
+    dw = (deltas[:, 2::4] / ww).clamp(max=math.log(1000 / 16))
+    dh = (deltas[:, 3::4] / wh).clamp(max=math.log(1000 / 16))
     cx, cy = deltas[:, 0::4] / wx * pw + px, deltas[:, 1::4] / wy * ph + py
     w, h = torch.exp(dw) * pw, torch.exp(dh) * ph
-    parts = [cx, cy, w, h] if centre_format else [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-    return torch.stack(parts, dim=2).flatten(1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=2).flatten(1)
 
 
-def greedy_nms(boxes, scores, iou_threshold, *, greater_equal=False, all_higher=False, input_order=False,
-               plus_one=False):
+def greedy_nms(boxes, scores, iou_threshold):
     """The textbook loop: keep the best remaining box, drop those that overlap it too much."""
-    order = list(range(len(scores))) if input_order else scores.argsort(descending=True).tolist()
-    overlaps = iou(boxes, boxes, plus_one=plus_one)
-    keep, dropped = [], set()
-    for rank, i in enumerate(order):
-        if all_higher:  # suppressed by any higher-scoring box, kept or not
-            beaten = any(overlaps[j, i] > iou_threshold for j in order[:rank])
-        else:
-            beaten = i in dropped
-        if beaten:
-            continue
-        keep.append(i)
-        for j in order[rank + 1:]:
-            if overlaps[i, j] >= iou_threshold if greater_equal else overlaps[i, j] > iou_threshold:
-                dropped.add(j)
+    remaining = scores.argsort(descending=True).tolist()
+    keep = []
+    while remaining:
+        best = remaining.pop(0)
+        keep.append(best)
+        overlaps = iou(boxes[best, None], boxes[remaining])[0] if remaining else []
+        remaining = [j for j, o in zip(remaining, overlaps) if not o > iou_threshold]
     return torch.tensor(keep, dtype=torch.int64)
 
 
-def loop_roi_pool(features, rois, output_size, spatial_scale=1.0, *, corner="round", bins="floor-ceil",
-                  plus_one=True, use_scale=True, empty=0.0, reduce="max"):
+def loop_roi_pool(features, rois, output_size, spatial_scale=1.0):
+    """Loops over RoIs and bins; every step in the features' dtype, as the text says."""
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
     _, channels, height, width = features.shape
     out = features.new_zeros(len(rois), channels, oh, ow)
-    scale = spatial_scale if use_scale else 1.0
-    snap = {"round": lambda v: math.floor(v + 0.5) if v >= 0 else -math.floor(-v + 0.5),
-            "floor": math.floor, "even": lambda v: int(torch.tensor(v).round())}[corner]
-    for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
-        x1, y1, x2, y2 = (snap(v * scale) for v in (x1, y1, x2, y2))
-        rw, rh = max(x2 - x1 + plus_one, 1), max(y2 - y1 + plus_one, 1)
+    scaled = rois[:, 1:] * spatial_scale
+    whole = scaled.trunc()
+    corners = torch.where((scaled - whole).abs() >= 0.5, whole + scaled.sign(), whole).long()
+    for k, (x1, y1, x2, y2) in enumerate(corners.tolist()):
+        span_w, span_h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+        size_h = torch.tensor(span_h, dtype=features.dtype) / oh
+        size_w = torch.tensor(span_w, dtype=features.dtype) / ow
         for i in range(oh):
+            top = min(max(int(torch.floor(i * size_h)) + y1, 0), height)
+            bottom = min(max(int(torch.ceil((i + 1) * size_h)) + y1, 0), height)
             for j in range(ow):
-                if bins == "floor-ceil":
-                    h0, h1 = math.floor(i * rh / oh), math.ceil((i + 1) * rh / oh)
-                    w0, w1 = math.floor(j * rw / ow), math.ceil((j + 1) * rw / ow)
-                else:  # plain integer division: bins that never share a row or column
-                    h0, h1 = i * rh // oh, (i + 1) * rh // oh
-                    w0, w1 = j * rw // ow, (j + 1) * rw // ow
-                h0, h1 = min(max(h0 + y1, 0), height), min(max(h1 + y1, 0), height)
-                w0, w1 = min(max(w0 + x1, 0), width), min(max(w1 + x1, 0), width)
-                region = features[int(b), :, h0:h1, w0:w1]
-                if region.numel() == 0:
-                    out[k, :, i, j] = empty
-                else:
-                    out[k, :, i, j] = region.amax((1, 2)) if reduce == "max" else region.mean((1, 2))
+                left = min(max(int(torch.floor(j * size_w)) + x1, 0), width)
+                right = min(max(int(torch.ceil((j + 1) * size_w)) + x1, 0), width)
+                if top < bottom and left < right:
+                    out[k, :, i, j] = features[int(rois[k, 0]), :, top:bottom, left:right].amax(dim=(1, 2))
     return out
 
 
-def ap(scores, true_positive, num_gt, *, envelope="right", ranked=True, denominator="num_gt", points=None):
-    order = scores.argsort(descending=True, stable=True) if ranked else torch.arange(len(scores))
-    hits = true_positive[order].double()
-    if hits.numel() == 0 or num_gt == 0:
+def ap(scores, true_positive, num_gt):
+    if len(scores) == 0 or num_gt == 0:
         return 0.0
-    found = hits.cumsum(0)
-    precision = found / torch.arange(1, len(hits) + 1)
-    recall = found / (num_gt if denominator == "num_gt" else max(float(hits.sum()), 1.0))
-    if envelope == "right":
-        precision = precision.flip(0).cummax(0).values.flip(0)
-    elif envelope == "left":
-        precision = precision.cummax(0).values
-    if points:  # the old VOC2007 11-point interpolation
-        return sum(float(precision[recall >= t].max()) if (recall >= t).any() else 0.0
-                   for t in torch.linspace(0, 1, points).tolist()) / points
-    return float((torch.diff(recall, prepend=recall.new_zeros(1)) * precision).sum())
+    hits = true_positive[scores.argsort(descending=True)].double()
+    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1)
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    return float((hits * envelope).sum() / num_gt)
 
 
 STUDENT = {"box_iou": iou, "encode_boxes": encode, "decode_boxes": decode, "nms": greedy_nms,
            "roi_pool": loop_roi_pool, "average_precision": ap}
 
 
-def wrong(name, **switches):
-    return lambda *args, **kwargs: STUDENT[name](*args, **kwargs, **switches)
-
-
-WRONG = {
-    "box_iou": [wrong("box_iou", plus_one=True), wrong("box_iou", no_clamp=True),
-                wrong("box_iou", union="sum"), wrong("box_iou", union="min")],
-    "encode_boxes": [wrong("encode_boxes", plus_one=True), wrong("encode_boxes", flip_log=True),
-                     wrong("encode_boxes", by_gt=True), wrong("encode_boxes", ignore_weights=True),
-                     wrong("encode_boxes", corners=True)],
-    "decode_boxes": [wrong("decode_boxes", clamp=False), wrong("decode_boxes", plus_one=True),
-                     wrong("decode_boxes", multiply=True), wrong("decode_boxes", centre_format=True),
-                     wrong("decode_boxes", first_class=True)],
-    "nms": [wrong("nms", greater_equal=True), wrong("nms", all_higher=True), wrong("nms", input_order=True),
-            wrong("nms", plus_one=True)],
-    "roi_pool": [wrong("roi_pool", corner="floor"), wrong("roi_pool", bins="integer-division"),
-                 wrong("roi_pool", plus_one=False), wrong("roi_pool", use_scale=False),
-                 wrong("roi_pool", corner="even"), wrong("roi_pool", empty=-math.inf),
-                 wrong("roi_pool", reduce="mean")],
-    "average_precision": [wrong("average_precision", envelope=None), wrong("average_precision", envelope="left"),
-                          wrong("average_precision", ranked=False), wrong("average_precision", denominator="hits"),
-                          wrong("average_precision", points=11)],
-}
-
-
-def test_every_exercise_has_wrong_answers_listed():
+def test_every_exercise_is_listed_with_its_known_mistakes():
     assert exercise_names(LECTURE) == REFERENCE  # notebook order
-    assert set(WRONG) == set(REFERENCE)
+    for name in REFERENCE:
+        assert len(get_exercise(name).mistakes) >= 3, name
+
+
+def unwatched(name, fn, seed=None):
+    """``fn`` graded on the exercise's cases without the forbidden-call watch (for course_lib itself)."""
+    exercise = dataclasses.replace(get_exercise(name), forbidden=())
+    cases = exercise.cases(*case_generator(seed))
+    return grade_cases(exercise, cases, run_cases(exercise, fn, cases))
 
 
 @pytest.mark.parametrize("name", REFERENCE)
-def test_course_lib_and_student_versions_pass(name):
-    result = check(name, getattr(detection, name))
-    assert result.passed and result.points == result.max_points, result.message
+def test_student_versions_pass_and_course_lib_agrees_with_the_oracles(name):
     result = check(name, STUDENT[name])
-    assert result.passed, result.message
+    assert result.passed and result.points == result.max_points, result.message
+    for seed in (None, 987, 20240601):
+        assert unwatched(name, getattr(detection, name), seed).passed, name
 
 
 @pytest.mark.parametrize("name", REFERENCE)
 def test_hidden_cases_pass_too(name):
     for seed in (987, 20240601):
-        result = check(name, getattr(detection, name), seed=seed)
+        result = check(name, STUDENT[name], seed=seed)
         assert result.passed, result.message
 
 
-@pytest.mark.parametrize("name,index", [(n, i) for n, fns in WRONG.items() for i in range(len(fns))])
-def test_wrong_answers_fail_with_a_named_case(name, index, assert_rejected):
-    assert_rejected(name, WRONG[name][index])
+@pytest.mark.parametrize("name,forbidden", [
+    ("box_iou", torchvision.ops.box_iou), ("box_iou", detection.box_iou), ("nms", torchvision.ops.nms),
+    ("roi_pool", torchvision.ops.roi_pool), ("encode_boxes", detection.encode_boxes),
+    ("average_precision", detection.average_precision),
+])
+def test_calling_what_the_text_forbids_is_refused(name, forbidden):
+    result = check(name, forbidden)
+    assert not result.passed and result.points == 0
+    assert "which this exercise asks you not to use" in result.message, result.message
 
 
-def test_the_named_mistakes_fail_on_the_cases_built_for_them(assert_rejected):
-    # >= in NMS: the IoU-exactly-0.5 case; floored corners and integer-division bins: the worked example.
-    assert "IoU exactly 0.5" in assert_rejected("nms", WRONG["nms"][0]).message
-    assert "lecture example" in assert_rejected("roi_pool", WRONG["roi_pool"][0]).message
-    assert "lecture example" in assert_rejected("roi_pool", WRONG["roi_pool"][1]).message
-    assert "lecture example" in assert_rejected("average_precision", WRONG["average_precision"][0]).message
-    assert "clamped" in assert_rejected("decode_boxes", WRONG["decode_boxes"][0]).message
+def test_encode_and_decode_through_torchvision_box_coder_are_refused():
+    from torchvision.models.detection._utils import BoxCoder
+
+    result = check("encode_boxes", lambda gt, proposals, weights=(1.0, 1.0, 1.0, 1.0): BoxCoder(weights).encode_single(gt, proposals))
+    assert not result.passed and "torchvision.models.detection._utils" in result.message
+
+
+@pytest.mark.parametrize("name,key", [(n, m.key) for n in REFERENCE for m in get_exercise(n).mistakes])
+def test_known_mistakes_fail_with_a_named_case(name, key, assert_rejected):
+    mistake = next(m for m in get_exercise(name).mistakes if m.key == key)
+    assert_rejected(name, mistake.fn)
+
+
+@pytest.mark.parametrize("name,key,case", [
+    ("nms", ">= threshold", "IoU exactly 0.5"),
+    ("roi_pool", "floored corners", "lecture example"),
+    ("roi_pool", "integer-division bins", "lecture example"),
+    ("roi_pool", "halves to even", "halves round away from zero"),
+    ("roi_pool", "floor(|x| + 0.5)", "a hair below 0.5"),
+    ("roi_pool", "exact bin edges", "57-cell RoI in 7 bins"),
+    ("average_precision", "no envelope", "lecture example"),
+    ("decode_boxes", "no clamp", "clamped"),
+    ("decode_boxes", "proposals' dtype", "float32 deltas, float64 proposals"),
+])
+def test_the_named_mistakes_fail_on_the_cases_built_for_them(name, key, case, assert_rejected):
+    mistake = next(m for m in get_exercise(name).mistakes if m.key == key)
+    result = assert_rejected(name, mistake.fn)
+    assert any(case in label for label, ok, _ in result.cases if not ok), result.message
+
+
+@pytest.mark.parametrize("bins,failing", [
+    ("exact", ["57-cell RoI in 7 bins on a float32 map", "29-cell RoI in 7 bins on a float64 map"]),
+    ("size first, in Python floats", ["57-cell RoI in 7 bins on a float32 map"]),
+])
+def test_roi_pool_bin_edges_are_checked_in_the_features_dtype(bins, failing):
+    """What the text states about bin edges is what the cases check: exact fractions fail both bin-edge
+    cases, the text's recipe in float64 only the float32 one."""
+    def python_floats(features, rois, output_size, spatial_scale=1.0):
+        oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+        _, channels, height, width = features.shape
+        out = features.new_zeros(len(rois), channels, oh, ow)
+
+        def snap(v):  # halves away from zero, tested on the exact fraction
+            whole = math.trunc(v)
+            return whole + (math.copysign(1, v) if abs(v - whole) >= 0.5 else 0)
+
+        def edges(i, span, n):
+            if bins == "exact":
+                return (i * span) // n, -((-(i + 1) * span) // n)
+            return math.floor(i * (span / n)), math.ceil((i + 1) * (span / n))
+
+        for k, (b, *corners) in enumerate(rois.tolist()):
+            x1, y1, x2, y2 = (int(snap(v * spatial_scale)) for v in corners)
+            span_w, span_h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+            for i in range(oh):
+                top, bottom = (min(max(v + y1, 0), height) for v in edges(i, span_h, oh))
+                for j in range(ow):
+                    left, right = (min(max(v + x1, 0), width) for v in edges(j, span_w, ow))
+                    if top < bottom and left < right:
+                        out[k, :, i, j] = features[int(b), :, top:bottom, left:right].amax(dim=(1, 2))
+        return out
+
+    result = check("roi_pool", python_floats)
+    failed = [label for label, ok, _ in result.cases if not ok]
+    assert len(failed) == len(failing) and all(any(f in label for label in failed) for f in failing), failed
+
+
+@pytest.mark.parametrize("name", ["box_iou", "encode_boxes", "decode_boxes", "roi_pool"])
+def test_a_wrong_dtype_is_said_first(name):
+    def fn(*args, **kwargs):
+        right = STUDENT[name](*args, **kwargs)
+        return right.float() if right.dtype == torch.float64 else right.double()
+
+    result = check(name, fn)
+    assert not result.passed
+    assert result.message.splitlines()[0].startswith("Right values, wrong dtype on all"), result.message
+    assert WRONG_DTYPE in result.message
+
+
+def test_texts_announce_what_the_cases_use():
+    forms = {name: get_exercise(name).forms for name in REFERENCE}
+    for name in ("encode_boxes", "decode_boxes"):
+        assert "empty tensor" in forms[name]["gt" if name == "encode_boxes" else "deltas"]  # K = 0
+    labels = [case.label for case in get_exercise("decode_boxes").cases(*case_generator())]
+    assert any("float64 deltas, float32 proposals" in label for label in labels)
+    assert forms["roi_pool"]["output_size"] == ("int", "(int, int)")
 
 
 def test_worked_examples_hold_exactly():
     assert _voc_average_precision(torch.linspace(1, 0, 5), torch.tensor([1, 0, 0, 1, 1]).bool(), 3) == pytest.approx(11 / 15)
     features, rois, size = roi_example()
-    expected = torchvision.ops.roi_pool(features, rois, size)
-    assert torch.equal(loop_roi_pool(features, rois, size), expected)
-    for mistake in ({"corner": "floor"}, {"bins": "integer-division"}, {"plus_one": False}):
-        assert not torch.equal(loop_roi_pool(features, rois, size, **mistake), expected), mistake
+    assert torch.equal(loop_roi_pool(features, rois, size), torchvision.ops.roi_pool(features, rois, size))
     boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]])
-    assert detection.box_iou(boxes[:1], boxes[1:]).item() == 0.5
+    assert torchvision.ops.box_iou(boxes[:1], boxes[1:]).item() == 0.5
 
 
 @pytest.mark.parametrize("n", [1, 7, 40])
@@ -235,7 +262,7 @@ def test_voc_oracle_equals_an_exhaustive_definition(n):
 def test_odd_answers_are_explained_not_crashing(name, answer):
     def fn(*args, **kwargs):
         if callable(answer):
-            right = torch.as_tensor(getattr(detection, name)(*args, **kwargs))
+            right = torch.as_tensor(STUDENT[name](*args, **kwargs))
             return answer(right.double() if right.dtype == torch.bool else right)
         return answer
 
@@ -244,16 +271,17 @@ def test_odd_answers_are_explained_not_crashing(name, answer):
     assert "expected" in result.message or "raised" in result.message
 
 
-@pytest.mark.parametrize("answer", [lambda v: float(v), lambda v: v, lambda v: v.reshape(1), lambda v: v.float()])
-def test_average_precision_accepts_a_float_or_a_one_element_tensor(answer):
-    result = check("average_precision", lambda *a: answer(detection.average_precision(*a)))
+@pytest.mark.parametrize("answer", [lambda v: v, lambda v: torch.tensor(v), lambda v: torch.tensor(v, dtype=torch.float32)])
+def test_average_precision_accepts_a_float_or_a_0d_tensor(answer):
+    result = check("average_precision", lambda *a: answer(ap(*a)))
     assert result.passed, result.message
 
 
-def test_average_precision_constant_answers_fail():
+def test_average_precision_rejects_what_the_text_does_not_allow():
+    result = check("average_precision", lambda *a: torch.tensor([ap(*a)]))
+    assert not result.passed and "a Python float or a 0-d tensor" in result.message and "shape [1]" in result.message
     assert not check("average_precision", lambda *a: True).passed
     assert not check("average_precision", lambda *a: 1).passed
-
 
 
 def test_hidden_seed_keeps_the_worked_examples_first(monkeypatch):
@@ -261,8 +289,8 @@ def test_hidden_seed_keeps_the_worked_examples_first(monkeypatch):
     public = exercise.cases(*case_generator())
     monkeypatch.setenv("COURSE_GRADING_SEED", "4242")
     secret = exercise.cases(*case_generator())
-    assert [c.label for c in public[:3]] == [c.label for c in secret[:3]]
-    assert [c.label for c in public[3:]] != [c.label for c in secret[3:]]
+    assert [c.label for c in public[:8]] == [c.label for c in secret[:8]]
+    assert [c.label for c in public[8:]] != [c.label for c in secret[8:]]
 
 
 def test_cases_are_plain_data():
@@ -272,3 +300,13 @@ def test_cases_are_plain_data():
         for case in get_exercise(name).cases(*case_generator()):
             assert isinstance(case, Case)
             assert serialize.loads(serialize.dumps([case.args, case.kwargs])) is not None
+
+
+def test_mistake_messages_point_to_a_section_of_the_lecture():
+    lecture = nbformat.read(Path(__file__).resolve().parent.parent / "lectures" / f"{LECTURE}.ipynb", as_version=4)
+    headings = [line.lstrip("#").strip() for cell in lecture.cells if cell.cell_type == "markdown"
+                for line in cell.source.splitlines() if line.startswith("#")]
+    for name in REFERENCE:
+        for mistake in get_exercise(name).mistakes:
+            found = re.search(r"\(lecture 06, section '([^']+)'\)\.$", mistake.message)
+            assert found and any(found.group(1) in heading for heading in headings), (name, mistake.key, mistake.message)

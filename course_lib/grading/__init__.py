@@ -146,13 +146,26 @@ def check(name: str, fn, seed: int | None = None) -> CheckResult:
     """Check the student's ``fn`` for exercise ``name`` and return a :class:`CheckResult`.
 
     Cases come from the public seed, or from ``COURSE_GRADING_SEED`` (the instructor's hidden cases),
-    or from ``seed`` when given. Never raises for a wrong answer: it explains it. Under nbgrader's
-    autograder (``NBGRADER_EXECUTION`` set) a failed check raises ``AssertionError`` instead, because
-    that is how nbgrader learns that a test cell failed.
+    or from ``seed`` when given. Never raises for a wrong answer: it explains it. Warnings raised
+    while ``fn`` runs are collected and listed at the end of the message instead of being printed.
+
+    Under nbgrader's autograder and validator (``NBGRADER_EXECUTION`` set) it prints the report and
+    returns the points as a plain float: nbgrader reads a check cell's number as its partial credit
+    (so a check cell scores what ``check`` scores), and a cell that writes nothing to stderr is not
+    counted as failed because a student's code raised a warning.
     """
-    result = _check(name, fn, seed)
-    if os.environ.get("NBGRADER_EXECUTION") in ("autograde", "validate") and not result.passed:
-        raise AssertionError(str(result))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _check(name, fn, seed)
+    seen = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    if seen:
+        shown = "; ".join(text[:200] for text in seen[:3]) + (f"; and {len(seen) - 3} more" if len(seen) > 3 else "")
+        result.message += f"\n(warnings raised while it ran, which cost no points: {shown})"
+    if os.environ.get("NBGRADER_EXECUTION") in ("autograde", "validate"):
+        print(result)
+        return float(result.points)
     return result
 
 
