@@ -1,5 +1,6 @@
 """Exercises are generated from solutions: in sync, stubbed, annotated, and graded as expected."""
 import ast
+import copy
 import json
 from pathlib import Path
 
@@ -103,3 +104,61 @@ def test_check_mode_reports_differences(tmp_path):
     assert authoring.main(["--root", str(tmp_path), "--check"]) == 0
     (tmp_path / "exercises" / "99_stale.ipynb").write_text(json.dumps({}))
     assert authoring.main(["--root", str(tmp_path), "--check"]) == 1
+
+
+def _pyproject(folder: Path, repository: str, course: str = "") -> Path:
+    (folder / "pyproject.toml").write_text(
+        f'[project]\nname = "my-course"\n[project.urls]\nRepository = "{repository}"\n{course}')
+    return folder
+
+
+def test_course_address_comes_from_pyproject(tmp_path):
+    address = authoring.course_address(_pyproject(tmp_path, "https://github.com/me/fork/", '[tool.course]\nbranch = "dev"\n'))
+    assert address == {"repository": "https://github.com/me/fork", "branch": "dev",
+                       "spec": "my-course @ git+https://github.com/me/fork@dev"}
+    published = authoring.course_address(_pyproject(tmp_path, "https://github.com/me/fork", "[tool.course]\npublished = true\n"))
+    assert published["spec"] == "my-course" and published["branch"] == "main"
+    with pytest.raises(ValueError, match="Repository"):
+        authoring.course_address(_pyproject(tmp_path, "https://gitlab.com/me/fork"))
+
+
+def test_setup_cell_and_badge_use_the_address():
+    address = {"repository": "https://github.com/me/fork", "branch": "dev", "spec": "my-course @ git+https://github.com/me/fork@dev"}
+    cell = authoring.setup_cell("0.3", address)
+    ast.parse(cell)
+    assert '"my-course @ git+https://github.com/me/fork@dev"' in cell and 'course_lib.setup(requires="0.3")' in cell
+    assert authoring.badge("exercises/01_x.ipynb", address) == (
+        "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+        "(https://colab.research.google.com/github/me/fork/blob/dev/exercises/01_x.ipynb)")
+
+
+def test_stamp_keeps_the_required_version_and_is_idempotent():
+    address = authoring.course_address()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Lecture 99 · Test"),
+                nbformat.v4.new_code_cell('import course_lib\ndevice = course_lib.setup(requires="0.7")'),
+                nbformat.v4.new_code_cell("x = 1")]
+    authoring.stamp(nb, "lectures/99_test.ipynb", address)
+    once = copy.deepcopy(nb)
+    authoring.stamp(nb, "lectures/99_test.ipynb", address)
+    assert nb == once
+    assert nb.cells[0].source == f"{authoring.badge('lectures/99_test.ipynb', address)}\n\n# Lecture 99 · Test"
+    assert nb.cells[1].source == authoring.setup_cell("0.7", address) and nb.cells[2].source == "x = 1"
+    nb.cells[1].source = "import course_lib"
+    with pytest.raises(ValueError, match="course_lib.setup"):
+        authoring.stamp(nb, "lectures/99_test.ipynb", address)
+
+
+def test_setup_cell_off_colab_only_sets_up(monkeypatch, capsys):
+    """Outside Colab the first cell never starts pip (tests/test_colab.py runs it on a simulated Colab)."""
+    import subprocess
+    import sys
+
+    import course_lib
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"the set-up cell ran {a}"))
+    namespace: dict = {}
+    exec(authoring.setup_cell("0.1", authoring.course_address()), namespace)
+    assert namespace["device"] == course_lib.device()
+    assert capsys.readouterr().out.startswith("course_lib ")
