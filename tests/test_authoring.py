@@ -162,3 +162,9 @@ def test_setup_cell_off_colab_only_sets_up(monkeypatch, capsys):
     exec(authoring.setup_cell("0.1", authoring.course_address()), namespace)
     assert namespace["device"] == course_lib.device()
     assert capsys.readouterr().out.startswith("course_lib ")
+
+
+def test_readme_badge_points_at_the_course():
+    """The README's Colab badge is written by hand: a fork that moves the course must update it too."""
+    badge = authoring.badge("lectures/01_conv_arithmetic.ipynb", authoring.course_address())
+    assert badge in (ROOT / "README.md").read_text()
