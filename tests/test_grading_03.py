@@ -1,179 +1,204 @@
-"""Graders of lecture 03: the course_lib answers pass, plausible wrong answers fail with a message that
-names the failing case, and odd answers are explained rather than crashing the checker."""
+"""Graders of lecture 03: straightforward student answers pass; every known mistake and other plausible
+wrong answers fail with a message that names the failing case; what the texts state (Inception's branch
+order and eps, ties in top-k, the calls they forbid, dtypes) is enforced; odd answers are explained."""
 import pytest
 import torch
 from torch import nn
+from torchvision.models.googlenet import Inception as TvInception
 from torchvision.models.vgg import cfgs as tv_vgg_cfgs
 from torchvision.models.vgg import make_layers as tv_make_layers
 
 from course_lib import architectures as A
-from course_lib.grading import check, exercise_names
+from course_lib.grading import check, exercise_names, get_exercise
 from course_lib.grading import architectures as G
+from course_lib.grading.core import case_generator
 
 LECTURE = "03_architectures"
+NAMES = exercise_names(LECTURE)
 
 
-# --- plausible wrong answers ------------------------------------------------------------------------
+# --- straightforward student answers, written from the exercise texts ------------------------------
 
-def make_features(relu_first=False, no_relu=False, kernel_three=False, padding=True, fixed_in=False, avg_pool=False):
-    def vgg_features(config_list, in_channels=3, batch_norm=False):
-        layers, channels = [], 3 if fixed_in else in_channels
-        for entry in config_list:
-            if entry == "M":
-                layers.append(nn.AvgPool2d(2) if avg_pool else nn.MaxPool2d(2, 2))
-                continue
-            kernel, out = entry if isinstance(entry, tuple) else (3, entry)
-            kernel = 3 if kernel_three else kernel
-            layers.append(nn.Conv2d(channels, out, kernel, padding=kernel // 2 if padding else 0))
-            norm = [nn.BatchNorm2d(out)] if batch_norm else []
-            relu = [] if no_relu else [nn.ReLU()]
-            layers += relu + norm if relu_first else norm + relu
-            channels = out
-        return nn.Sequential(*layers)
-
-    return vgg_features
+def vgg_features(config_list, in_channels=3, batch_norm=False):
+    layers, channels = [], in_channels
+    for entry in config_list:
+        if entry == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+            continue
+        kernel, out = (3, entry) if isinstance(entry, int) else entry
+        layers.append(nn.Conv2d(channels, out, kernel, padding=kernel // 2))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out))
+        layers.append(nn.ReLU())
+        channels = out
+    return nn.Sequential(*layers)
 
 
-def conv_unit(c_in, c_out, k, bias=False, norm=True):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=bias),
-                         *([nn.BatchNorm2d(c_out, eps=1e-3)] if norm else []), nn.ReLU())
+def inception_output_channels(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, reduced=True):
+    return ch1x1 + ch3x3 + ch5x5 + (pool_proj if reduced else in_channels)
 
 
-def make_inception(bias=False, norm=True, project_naive_pool=False, fixed_kernel=None, no_padding=False):
-    class InceptionModule(nn.Module):
-        def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, reduced=True, *,
-                     large_kernel=5):
-            super().__init__()
-            k = fixed_kernel or large_kernel
-
-            def unit(c_in, c_out, kernel):
-                layer = conv_unit(c_in, c_out, kernel, bias, norm)
-                if no_padding:
-                    layer[0].padding = (0, 0)
-                return layer
-
-            pool = nn.MaxPool2d(3, 1, 1)
-            self.b1 = unit(in_channels, ch1x1, 1)
-            if reduced:
-                self.b2 = nn.Sequential(unit(in_channels, ch3x3red, 1), unit(ch3x3red, ch3x3, 3))
-                self.b3 = nn.Sequential(unit(in_channels, ch5x5red, 1), unit(ch5x5red, ch5x5, k))
-                self.b4 = nn.Sequential(pool, unit(in_channels, pool_proj, 1))
-            else:
-                self.b2, self.b3 = unit(in_channels, ch3x3, 3), unit(in_channels, ch5x5, k)
-                self.b4 = nn.Sequential(pool, unit(in_channels, pool_proj, 1)) if project_naive_pool else pool
-
-        def forward(self, x):
-            return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], dim=1)
-
-    return InceptionModule
+def conv_bn_relu(c_in, c_out, k):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out, eps=0.001), nn.ReLU())
 
 
-def make_block(shortcut=True, relu_before_add=False, always_project=False, stride_on_second=False,
-               projection_norm=True, final_relu=True):
-    class ResidualBlock(nn.Module):
-        def __init__(self, in_channels, out_channels, stride=1):
-            super().__init__()
-            s1, s2 = (1, stride) if stride_on_second else (stride, 1)
-            self.conv1 = nn.Conv2d(in_channels, out_channels, 3, s1, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(out_channels)
-            self.conv2 = nn.Conv2d(out_channels, out_channels, 3, s2, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(out_channels)
-            self.proj = None
-            if always_project or stride != 1 or in_channels != out_channels:
-                self.proj = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                                          *([nn.BatchNorm2d(out_channels)] if projection_norm else []))
+class InceptionModule(nn.Module):
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, reduced=True, *, large_kernel=5):
+        super().__init__()
+        # Registered in another order than the branches run: the check must not care.
+        self.pool = nn.MaxPool2d(3, 1, 1)
+        self.b4 = conv_bn_relu(in_channels, pool_proj, 1) if reduced else nn.Identity()
+        self.b1 = conv_bn_relu(in_channels, ch1x1, 1)
+        if reduced:
+            self.b3 = nn.Sequential(conv_bn_relu(in_channels, ch5x5red, 1), conv_bn_relu(ch5x5red, ch5x5, large_kernel))
+            self.b2 = nn.Sequential(conv_bn_relu(in_channels, ch3x3red, 1), conv_bn_relu(ch3x3red, ch3x3, 3))
+        else:
+            self.b3 = conv_bn_relu(in_channels, ch5x5, large_kernel)
+            self.b2 = conv_bn_relu(in_channels, ch3x3, 3)
 
-        def forward(self, x):
-            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            if relu_before_add:
-                out = torch.relu(out)
-            if shortcut:
-                out = out + (x if self.proj is None else self.proj(x))
-            return torch.relu(out) if final_relu else out
-
-    return ResidualBlock
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(self.pool(x))], dim=1)
 
 
-def topk_accuracy(logits, labels, k):
-    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1).to(logits.dtype).mean()
+class ResidualBlock(nn.Module):
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels),
+                               nn.ReLU(), nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels))
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x):
+        return torch.relu(self.f(x) + self.shortcut(x))
 
 
-WRONG = {
-    "vgg_features": [
-        make_features(relu_first=True),  # BatchNorm after the ReLU
-        make_features(no_relu=True),
-        make_features(kernel_three=True),  # ignores (kernel, channels) pairs' kernel
-        make_features(padding=False),
-        make_features(fixed_in=True),  # ignores in_channels
-        make_features(avg_pool=True),
-    ],
-    "inception_output_channels": [
-        lambda i, a, b, c, d, e, p, reduced=True: a + c + e + p,  # naive module still counts pool_proj
-        lambda i, a, b, c, d, e, p, reduced=True: a + c + e + (i if reduced else p),  # branches swapped
-        lambda i, a, b, c, d, e, p, reduced=True: a + b + c + d + e + p,  # adds the reductions too
-        lambda i, a, b, c, d, e, p, reduced=True: a + c + e,  # forgets the pooling branch
-    ],
-    "InceptionModule": [
-        make_inception(bias=True),  # conv bias next to BatchNorm's shift
-        make_inception(norm=False),
-        make_inception(project_naive_pool=True),
-        make_inception(fixed_kernel=5),  # ignores large_kernel
-        make_inception(no_padding=True),  # branches no longer line up
-    ],
-    "ResidualBlock": [
-        make_block(shortcut=False),  # a plain block
-        make_block(relu_before_add=True),
-        make_block(always_project=True),
-        make_block(stride_on_second=True),
-        make_block(projection_norm=False),
-        make_block(final_relu=False),
-    ],
-    "topk_error": [
-        topk_accuracy,
-        lambda logits, labels, k: 1 - (logits.topk(k, dim=1, largest=False).indices == labels[:, None]).any(1).to(logits.dtype).mean(),
-        lambda logits, labels, k: 1 - topk_accuracy(logits, labels, max(k - 1, 1)),  # off by one
-        lambda logits, labels, k: float(1 - topk_accuracy(logits, labels, k)),  # a Python float, not a tensor
-        lambda logits, labels, k: (1 - topk_accuracy(logits, labels, k)) * len(labels),  # a count, not a fraction
-    ],
-}
-
-REFERENCE = {
-    "vgg_features": A.vgg_features,
-    "inception_output_channels": A.inception_output_channels,
-    "InceptionModule": A.InceptionModule,
-    "ResidualBlock": A.ResidualBlock,
-    "topk_error": A.topk_error,
-}
+def topk_error(logits, labels, k):
+    own = logits[torch.arange(len(labels)), labels]
+    higher = (logits > own[:, None]).sum(1)
+    return (higher >= k).to(logits.dtype).mean()
 
 
-def test_every_exercise_has_wrong_answers_listed():
-    assert exercise_names(LECTURE) == list(REFERENCE)  # notebook order
-    assert set(WRONG) == set(REFERENCE)
+STUDENT = {"vgg_features": vgg_features, "inception_output_channels": inception_output_channels,
+           "InceptionModule": InceptionModule, "ResidualBlock": ResidualBlock, "topk_error": topk_error}
 
 
-@pytest.mark.parametrize("name", list(REFERENCE))
-def test_reference_solution_passes(name):
-    result = check(name, REFERENCE[name])
+def test_every_exercise_has_a_student_answer_and_three_known_mistakes():
+    assert NAMES == list(STUDENT)  # notebook order
+    for name in NAMES:
+        assert len(get_exercise(name).mistakes) >= 3, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("seed", [None, 4242])
+def test_a_student_answer_passes_public_and_hidden_cases(name, seed):
+    result = check(name, STUDENT[name], seed=seed)
     assert result.passed and result.points == result.max_points, result.message
 
 
-@pytest.mark.parametrize("name,index", [(n, i) for n, fns in WRONG.items() for i in range(len(fns))])
-def test_wrong_answers_fail_with_a_named_case(name, index, assert_rejected):
-    assert_rejected(name, WRONG[name][index])
-
-
-@pytest.mark.parametrize("factory, name", [(make_features, "vgg_features"), (make_inception, "InceptionModule"),
-                                           (make_block, "ResidualBlock")])
-def test_wrong_answer_factories_are_right_with_no_mistake_switched_on(factory, name):
-    # So each wrong answer above fails because of its one mistake.
+@pytest.mark.parametrize("factory, name", [(G._vgg_mistake, "vgg_features"), (G._inception_mistake, "InceptionModule"),
+                                           (G._block_mistake, "ResidualBlock")])
+def test_mistake_factories_are_right_with_no_mistake_switched_on(factory, name):
+    # So each known mistake fails because of its one switch.
     result = check(name, factory())
     assert result.passed, result.message
 
 
-def test_reference_passes_hidden_cases():
-    for name in ("ResidualBlock", "InceptionModule", "vgg_features"):
-        result = check(name, REFERENCE[name], seed=4242)
-        assert result.passed, result.message
+# --- wrong answers ------------------------------------------------------------------------------------
+
+MISTAKES = [(name, mistake.key) for name in NAMES for mistake in get_exercise(name).mistakes]
+
+
+@pytest.mark.parametrize("name,key", MISTAKES)
+def test_known_mistakes_fail_with_a_named_case_and_their_diagnosis(name, key, assert_rejected):
+    mistake = next(m for m in get_exercise(name).mistakes if m.key == key)
+    result = assert_rejected(name, mistake.fn)
+    assert result.diagnosis == key and result.message.endswith(mistake.message)
+
+
+OTHER_WRONG = {  # plausible wrong answers that are not (or not only) one known mistake
+    "vgg_features": [G._vgg_mistake(relu_first=True, bias=False)],
+    "inception_output_channels": [lambda i, a, b, c, d, e, p, reduced=True: a + c + e + (i if reduced else p)],
+    "InceptionModule": [G._inception_mistake(order=(3, 0, 1, 2)), G._inception_mistake(bias=True, eps=1e-5)],
+    "ResidualBlock": [G._block_mistake(shortcut=False, final_relu=False)],
+    "topk_error": [lambda logits, labels, k: float(topk_error(logits, labels, k)),
+                   lambda logits, labels, k: 1 - topk_error(logits, labels, max(k - 1, 1))],
+}
+
+
+@pytest.mark.parametrize("name,index", [(n, i) for n, fns in OTHER_WRONG.items() for i in range(len(fns))])
+def test_other_wrong_answers_fail_with_a_named_case(name, index, assert_rejected):
+    assert_rejected(name, OTHER_WRONG[name][index])
+
+
+# --- what the texts state is what the checks enforce (each passed before) ---------------------------
+
+def test_inception_branch_order_and_eps_are_checked_through_the_outputs():
+    for mistake in ("branch order", "default eps"):
+        fn = next(m.fn for m in get_exercise("InceptionModule").mistakes if m.key == mistake)
+        result = check("InceptionModule", fn)
+        assert not result.passed, result.message  # right shapes and counts, wrong values
+        assert "output (your module and the reference given the same weights" in result.message
+
+
+def test_ties_at_the_label_resolve_in_its_favour():
+    result = check("topk_error", lambda logits, labels, k: ((logits >= logits.gather(1, labels.long()[:, None])).sum(1) - 1 >= k)
+                   .to(logits.dtype).mean())
+    assert not result.passed and "whose label ties with another class" in result.message
+    exercise = get_exercise("topk_error")
+    tied = next(c for c in exercise.cases(*case_generator()) if "every class tied" in c.label)
+    assert float(exercise.expected(tied)) == 0.0  # nobody scores strictly higher than any label
+
+
+def test_int32_labels_are_announced_and_used():
+    assert get_exercise("topk_error").forms["labels"] == ("tensor int64", "tensor int32")
+    assert any(c.args[1].dtype == torch.int32 for c in get_exercise("topk_error").cases(*case_generator()))
+
+
+class TorchvisionInception(TvInception):
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, reduced=True, *, large_kernel=5):
+        super().__init__(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
+
+
+def _torchvision_block(in_channels, out_channels, stride=1):
+    from torchvision.models.resnet import BasicBlock
+
+    downsample = None
+    if stride != 1 or in_channels != out_channels:
+        downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+    return BasicBlock(in_channels, out_channels, stride, downsample)
+
+
+@pytest.mark.parametrize("name, cheat", [
+    ("vgg_features", lambda config_list, in_channels=3, batch_norm=False: tv_make_layers(config_list, batch_norm)),
+    ("vgg_features", A.vgg_features),
+    ("inception_output_channels", A.inception_output_channels),
+    ("InceptionModule", A.InceptionModule),
+    ("InceptionModule", TorchvisionInception),
+    ("ResidualBlock", A.ResidualBlock),
+    ("ResidualBlock", _torchvision_block),
+    ("topk_error", A.topk_error),
+    ("topk_error", lambda logits, labels, k: 1 - (torch.topk(logits, k).indices == labels[:, None]).any(1).to(logits.dtype).mean()),
+    ("topk_error", lambda logits, labels, k: 1 - (logits.topk(k).indices == labels[:, None]).any(1).to(logits.dtype).mean()),
+])
+def test_forbidden_calls_fail_every_case_and_say_why(name, cheat):
+    result = check(name, cheat)
+    assert not result.passed and result.points == 0, result.message
+    assert "which this exercise asks you not to use" in result.message
+
+
+def test_a_right_topk_error_in_the_wrong_dtype_is_told_so_first():
+    result = check("topk_error", lambda logits, labels, k: topk_error(logits, labels, k).float())
+    assert result.message.startswith("Right values, wrong dtype on all") and "float64" in result.message.splitlines()[0]
+
+
+def test_a_module_output_in_the_wrong_dtype_is_told_so_first():
+    class Float32Only(ResidualBlock):
+        def forward(self, x):
+            return super().forward(x).float()
+
+    result = check("ResidualBlock", Float32Only)
+    assert result.message.startswith("Right values, wrong dtype on all"), result.message
 
 
 # --- odd answers are explained ----------------------------------------------------------------------
