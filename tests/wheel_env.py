@@ -15,8 +15,8 @@ import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# What a build must not see: version control, environments, caches and earlier build outputs.
-NOT_SOURCES = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+# What a build must not see: version control, environments, caches, build and grading outputs.
+NOT_SOURCES = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", "grading-out", "release"}
 COURSE_ENTRIES = ("course_lib", "cnn_workbook", "__editable__")
 
 
