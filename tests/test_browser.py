@@ -32,6 +32,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium")
@@ -231,8 +232,6 @@ def test_lecture_runs_and_its_explorer_redraws(page, lab, shots):
 
 
 def test_exercise_checks_say_not_implemented_then_fail_then_pass(page, lab, shots):
-    from PIL import Image
-
     panel = open_notebook(page, lab, EXERCISE)
     nb = run_all_and_save(page, panel, lab, EXERCISE)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
