@@ -128,8 +128,35 @@ def _detection_rows(dev, quick):
                   lambda f=features, r=rois, s=scale: torchvision.ops.roi_pool(f, r, 7, s), "torchvision.ops.roi_pool")
 
 
+def _segmentation_rows(dev, quick):
+    from . import segmentation
+
+    gen = torch.Generator().manual_seed(0)
+    # lecture 07's face heatmap: the converted classifier in one pass vs every 25x25 window batched
+    classifier = segmentation.PatchClassifier(1, 2).to(dev).eval()
+    fcn = classifier.fully_convolutional()
+    for side in (128,) if quick else (128, 256):
+        image = torch.rand(1, side, side, generator=gen).to(dev)
+        yield Row("fc_to_conv heatmap", f"{side}x{side} photo, 25x25 windows, stride 4", lambda i=image: fcn(i[None]),
+                  lambda i=image: segmentation.sliding_window_scores(classifier, i, 25, stride=4), "sliding windows, batched")
+    # mIoU of 64 label maps of 256x256, 21 classes (PASCAL VOC's count) with ignored pixels
+    target = torch.randint(0, 21, (64, 256, 256), generator=gen)
+    target[torch.rand(target.shape, generator=gen) < 0.05] = 255
+    pred = torch.randint(0, 21, target.shape, generator=gen)
+    target, pred = target.to(dev), pred.to(dev)
+
+    def reference():
+        keep = target != 255
+        counts = torch.bincount(target[keep] * 21 + pred[keep], minlength=21 * 21).view(21, 21)
+        inter = counts.diagonal()
+        return (inter / (counts.sum(0) + counts.sum(1) - inter)).nanmean()
+
+    yield Row("mean_iou", "64 x 256x256, 21 classes, ignore 255", lambda: segmentation.mean_iou(pred, target, 21, 255),
+              reference, "torch.bincount confusion")
+
+
 # Row generators in lecture order; each takes (device, quick) and yields Rows.
-ROW_GROUPS = [_conv_rows, _pool_rows, _architecture_rows, _detection_rows]
+ROW_GROUPS = [_conv_rows, _pool_rows, _architecture_rows, _detection_rows, _segmentation_rows]
 
 
 def rows(device: torch.device, quick: bool = False):

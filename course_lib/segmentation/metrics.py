@@ -35,15 +35,20 @@ def _check_labels(pred, target, num_classes, ignore_index):
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
         raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    keep = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-    pred, target = pred[keep], target[keep]
+    if ignore_index is None:
+        pred, target = pred.flatten(), target.flatten()
+    else:
+        keep = target != ignore_index
+        pred, target = pred[keep], target[keep]
     for name, value in (("pred", pred), ("target", target)):
-        if value.numel() and (int(value.min()) < 0 or int(value.max()) >= num_classes):
-            raise ValueError(
-                f"{name} labels must lie in 0..{num_classes - 1} (num_classes={num_classes})"
-                f"{'' if ignore_index is None else f' or be ignore_index={ignore_index} in target'}, "
-                f"got values from {int(value.min())} to {int(value.max())}"
-            )
+        if value.numel():
+            low, high = (int(v) for v in torch.aminmax(value))
+            if low < 0 or high >= num_classes:
+                raise ValueError(
+                    f"{name} labels must lie in 0..{num_classes - 1} (num_classes={num_classes})"
+                    f"{'' if ignore_index is None else f' or be ignore_index={ignore_index} in target'}, "
+                    f"got values from {low} to {high}"
+                )
     return pred, target
 
 
