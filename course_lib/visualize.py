@@ -4,7 +4,8 @@ The lecture's tools, in its order:
 
 1. the first layer's filters (they act on pixels, so they can be drawn as images) and the feature
    maps of any layer;
-2. the input patches that excite one unit most, cropped to the unit's receptive field;
+2. the input patches that excite one unit most, cropped to the unit's receptive field, and the images
+   on which one whole feature map is most active ("other activations from the same feature map");
 3. the occlusion experiment: slide a square over the image and watch the class probability, the most
    probable class and the strongest feature map change;
 4. gradients with respect to the input: saliency maps, guided backpropagation, and gradient *ascent*
@@ -36,6 +37,7 @@ __all__ = [
     "filter_grid",
     "feature_maps",
     "top_patches",
+    "top_activations",
     "occlusion_map",
     "occlusion_experiment",
     "saliency_map",
@@ -358,6 +360,47 @@ def top_patches(
     top, left = offset_h + unit_y * jump_h, offset_w + unit_x * jump_w
     patches = _crop(images, index, top, left, (size_h, size_w))
     return patches, best_scores, torch.stack([index, top, left], 1)
+
+
+def top_activations(model: nn.Module, layer, images: torch.Tensor, channel: int, k: int = 9, batch_size: int = 256):
+    """The ``k`` images of a dataset on which one feature map is most active, with the map on each.
+
+    Zeiler & Fergus show, beside an occlusion experiment, "other activations from the same feature map":
+    where else the map that was strongest on one image fires. The map is channel ``channel`` of
+    ``layer``'s output ``[N, O, h, w]``; an image's score is the map's *total* activation (the sum over
+    its positions, the measure :func:`occlusion_experiment` uses to pick the strongest map), where
+    :func:`top_patches` ranks single positions. ``images`` ``[N, C, H, W]`` go through the model
+    ``batch_size`` at a time, only as far as ``layer``, in eval mode without gradients.
+
+    Returns ``(maps, scores, index)``: ``maps`` ``[k, h, w]``, the channel's activation map on each chosen
+    image, best first; ``scores`` ``[k]``, their totals; ``index`` ``[k]`` long, the images' positions in
+    ``images``.
+    """
+    images = floating("images", tensor_rank("images", images, 4))
+    module = _resolve_layer(_check_model(model), layer)
+    channel = nonneg_int("channel", channel)
+    k = positive_int("k", k)
+    batch_size = positive_int("batch_size", batch_size)
+    if k > len(images):
+        raise ValueError(f"k must be at most the number of images ({len(images)}), got {k}")
+
+    # A running top-k over the batches, so memory holds k maps plus one batch.
+    best_maps = best_scores = best_index = None
+    with _evaluating(model), torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            out = _forward_until(model, module, images[start : start + batch_size])
+            if out.dim() != 4:
+                raise ValueError(f"layer must output [N, O, h, w] feature maps, got shape {tuple(out.shape)}")
+            if channel >= out.shape[1]:
+                raise ValueError(f"channel must be < {out.shape[1]} (the layer's channels), got {channel}")
+            maps = out[:, channel]
+            scores = maps.sum((-2, -1))
+            index = torch.arange(start, start + len(maps), device=images.device)
+            if best_maps is not None:
+                maps, scores, index = torch.cat([best_maps, maps]), torch.cat([best_scores, scores]), torch.cat([best_index, index])
+            keep = scores.topk(min(k, len(scores))).indices
+            best_maps, best_scores, best_index = maps[keep], scores[keep], index[keep]
+    return best_maps, best_scores, best_index
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Lecture 06's drawing helpers and explorer (widgets.draw_boxes, draw_detections_filtered,
-detection_explorer) and bench rows (box_iou, nms, roi_pool against torchvision.ops)."""
+opening_threshold, detection_explorer), R-CNN's warped crops as its figure shows them, and bench rows
+(box_iou, nms, roi_pool against torchvision.ops)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,7 +13,7 @@ from matplotlib.patches import Rectangle
 
 from course_lib import bench, widgets
 from course_lib.data.shapes import CLASS_NAMES, shapes_scenes
-from course_lib.detection import FastRCNN, predict, set_postprocessing
+from course_lib.detection import RCNN, FastRCNN, predict, set_postprocessing
 
 
 def rectangles(ax):
@@ -60,6 +61,53 @@ def test_detection_explorer_restores_the_model_settings():
     assert set_postprocessing(model) == (0.01, 0.5, 20)
     assert torch.equal(predict(model, images)[0]["scores"], before["scores"])
     plt.close("all")
+
+
+def test_opening_threshold_is_half_the_top_score_capped():
+    assert widgets.opening_threshold(torch.tensor([0.1, 0.37, 0.2])) == 0.18  # half of 0.37, rounded down
+    assert widgets.opening_threshold(torch.tensor([0.99, 0.5])) == 0.49
+    assert widgets.opening_threshold(torch.tensor([1.0, 0.5])) == 0.5
+    assert widgets.opening_threshold(torch.tensor([0.9]), cap=0.3) == 0.3
+    assert widgets.opening_threshold(torch.empty(0)) == 0.0
+    scores = torch.rand(400, generator=torch.Generator().manual_seed(1)) * 0.05  # an undertrained detector
+    assert (scores > widgets.opening_threshold(scores)).any()
+
+
+def test_detection_explorer_opens_on_boxes():
+    pytest.importorskip("ipywidgets")
+    images, targets = shapes_scenes(1, seed=4)
+    torch.manual_seed(1)
+    model = FastRCNN(5).eval()  # untrained: every score is low
+    previous = set_postprocessing(model, 0.0, 1.0, 1000)
+    raw = predict(model, images)[0]
+    set_postprocessing(model, *previous)
+    explorer = widgets.detection_explorer(model, images[0], CLASS_NAMES)
+    sliders = {child.description: child.value for child in explorer.widget.children if hasattr(child, "value")}
+    assert sliders["score >"] == pytest.approx(widgets.opening_threshold(raw["scores"]))
+    assert (raw["scores"] > sliders["score >"]).any() and sliders["NMS IoU"] == 0.5
+    explorer = widgets.detection_explorer(model, images[0], CLASS_NAMES, score_threshold=0.25, nms_threshold=0.7)
+    sliders = {child.description: child.value for child in explorer.widget.children if hasattr(child, "value")}
+    assert (sliders["score >"], sliders["NMS IoU"]) == (0.25, 0.7)
+    plt.close("all")
+
+
+def test_rcnn_warps_each_box_with_its_context():
+    torch.manual_seed(0)
+    model = RCNN(5, crop_size=8, context=0.25)
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 28.0], [0.0, 0.0, 4.0, 64.0]])
+    # 20 x 8 grows by 5 and 2 on each side; 4 x 64 by 1 and 16
+    expected = torch.tensor([[5.0, 18.0, 35.0, 30.0], [-1.0, -16.0, 5.0, 80.0]])
+    torch.testing.assert_close(model.context_boxes(boxes), expected)
+    images = torch.rand(2, 3, 64, 64)
+    rois = torch.cat([torch.tensor([[1.0], [0.0]]), boxes], dim=1)
+    crops = model.warp(images, rois)
+    reference = torchvision.ops.roi_align(images, torch.cat([rois[:, :1], expected], dim=1), 8, 1.0, 2, True)
+    assert crops.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(crops, reference)
+    # the CNN scores exactly these crops
+    with torch.no_grad():
+        _, fc7 = model.cnn(crops)
+        torch.testing.assert_close(model.score_boxes(images, rois)[0], torch.sigmoid(model.svm(fc7)))
 
 
 @pytest.mark.parametrize("quick", [True, False])

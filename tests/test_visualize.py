@@ -308,6 +308,76 @@ def test_top_patches_bad_arguments():
         V.top_patches(model, "0", images[0], channel=0)
 
 
+def test_top_activations_rank_images_by_the_total_of_the_map():
+    # bright_pixel_model on one interior pixel of brightness b: the 3x3 outputs around it see it once
+    # each, through the centre tap (1) or one of eight others (0.1), on every channel: total 1.8 * C * b.
+    channels, brightness = 2, [1.0, 5.0, 3.0, 4.0, 2.0]
+    images = torch.zeros(len(brightness), channels, 7, 8)
+    for n, b in enumerate(brightness):
+        images[n, :, 2 + n % 3, 3 + n % 2] = b
+    model = bright_pixel_model(channels)
+    maps, scores, index = V.top_activations(model, "0", images, channel=0, k=3, batch_size=2)
+    assert index.tolist() == [1, 3, 2] and maps.shape == (3, 7, 8)
+    torch.testing.assert_close(scores, torch.tensor([1.8 * channels * b for b in (5.0, 4.0, 3.0)]))
+    with torch.no_grad():
+        torch.testing.assert_close(maps, model(images)[index, 0])
+
+
+def test_top_activations_equal_sorting_every_map():
+    model = small_cnn(seed=4).train()
+    images = torch.rand(11, 3, 10, 12)
+    with torch.no_grad():
+        model.eval()
+        full = model[:2](images)[:, 5]  # conv then ReLU: the layer "1", channel 5
+        model.train()
+    order = full.sum((1, 2)).argsort(descending=True)[:4]
+    maps, scores, index = V.top_activations(model, "1", images, 5, k=4, batch_size=3)
+    assert index.tolist() == order.tolist()
+    torch.testing.assert_close(maps, full[order])
+    torch.testing.assert_close(scores, full[order].sum((1, 2)))
+    assert all(training_flags(model))
+    assert_no_hooks(model)
+
+
+def test_top_activations_bad_arguments():
+    model = small_cnn()
+    images = torch.rand(3, 3, 8, 8)
+    with pytest.raises(ValueError, match="k must be at most the number of images"):
+        V.top_activations(model, "0", images, 0, k=4)
+    with pytest.raises(ValueError, match="channel must be < 6"):
+        V.top_activations(model, "0", images, 6, k=2)
+    with pytest.raises(ValueError, match="feature maps"):
+        V.top_activations(model, "7", images, 0, k=2)
+    with pytest.raises(ValueError, match="images"):
+        V.top_activations(model, "0", images[0], 0, k=2)
+    with pytest.raises(ValueError, match="'nope'"):
+        V.top_activations(model, "nope", images, 0, k=2)
+    assert_no_hooks(model)
+
+
+def test_draw_top_activations_shows_both_rankings():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib import widgets
+
+    model = small_cnn(seed=5)
+    images = torch.rand(6, 3, 12, 12)
+    labels = ["cat", "dog", "cup", "sky", "sea", "car"]
+    axes, patches, activations = widgets.draw_top_activations(model, "3", images, 2, k=4, labels=labels)
+    assert axes.shape == (2, 4)
+    expected = V.top_activations(model, "3", images, 2, k=4)
+    for got, want in zip(activations, expected):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(patches[0], V.top_patches(model, "3", images, 2, k=4, inside=True)[0])
+    assert [ax.get_title().split(",")[0] for ax in axes[1]] == [labels[i] for i in expected[2].tolist()]
+    assert [ax.get_title().split(",")[0] for ax in axes[0]] == [labels[i] for i in patches[2][:, 0].tolist()]
+    plt.close("all")
+    assert_no_hooks(model)
+
+
 # --------------------------------------------------------------------------------------------
 # Occlusion
 # --------------------------------------------------------------------------------------------
@@ -600,6 +670,7 @@ def test_outputs_stay_on_the_input_device(device):
         V.class_visualization(model, 1, (3, 8, 8), steps=2)[0],
         V.deep_dream(model, image, "3", steps=1, lr=0.1, octaves=2),
         V.top_patches(model, "0", image[None].repeat(2, 1, 1, 1), 0, k=2)[0],
+        V.top_activations(model, "0", image[None].repeat(2, 1, 1, 1), 0, k=2)[0],
         V.filter_grid(V.first_layer_filters(model)),
     ]
     assert all(out.device == image.device for out in outputs)

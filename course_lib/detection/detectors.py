@@ -322,11 +322,25 @@ class RCNN(_ProposalDetector):
         self.svm = nn.Linear(self.cnn.hidden, num_classes - 1)
         self.box_regressor = nn.Linear(self.cnn.pooled_dim, 4 * (num_classes - 1))
 
-    def _features(self, images, rois):
-        x1, y1, x2, y2 = rois[:, 1:].unbind(1)
+    def context_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        """The regions R-CNN actually crops: each box ``[K, 4]`` (x1, y1, x2, y2) grown by ``context``
+        of its width and height on every side (the paper also warps a margin of context with each
+        proposal). ``[K, 4]``; parts outside the image are read as zeros."""
+        x1, y1, x2, y2 = boxes.unbind(1)
         pad_x, pad_y = self.context * (x2 - x1), self.context * (y2 - y1)
-        padded = torch.stack([rois[:, 0], x1 - pad_x, y1 - pad_y, x2 + pad_x, y2 + pad_y], dim=1)
-        return _on_crops(self.cnn, images, padded, self.crop_size)
+        return torch.stack([x1 - pad_x, y1 - pad_y, x2 + pad_x, y2 + pad_y], dim=1)
+
+    def _with_context(self, rois):
+        return torch.cat([rois[:, :1], self.context_boxes(rois[:, 1:])], dim=1)
+
+    def warp(self, images: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """The crops ``[K, C, crop_size, crop_size]`` the CNN sees for ``rois`` ``[K, 5]`` (image index,
+        x1, y1, x2, y2) of ``images`` ``[N, C, H, W]``: each box with its context, warped bilinearly to
+        the CNN's fixed input size whatever its shape."""
+        return roi_align(images, self._with_context(rois), self.crop_size, 1.0, 2, True)
+
+    def _features(self, images, rois):
+        return _on_crops(self.cnn, images, self._with_context(rois), self.crop_size)
 
     def losses(self, images, rois, labels, matched):
         pooled, fc7 = self._features(images, rois)

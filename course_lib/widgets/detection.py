@@ -1,12 +1,14 @@
 """Explorer of lecture 06: boxes on scenes, a detector's score threshold and NMS."""
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import Rectangle
 
 
-__all__ = ["draw_boxes", "draw_detections_filtered", "detection_explorer"]
+__all__ = ["draw_boxes", "draw_detections_filtered", "opening_threshold", "detection_explorer"]
 
 _CLASS_COLOURS = ["0.5", "tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:pink"]
 
@@ -67,15 +69,25 @@ def draw_detections_filtered(image, detections, score_threshold: float = 0.5, nm
     if gt_boxes is not None:
         draw_boxes(None, gt_boxes, ax=ax, colour="white", linestyle="--", linewidth=1.0)
     ax.set_title(f"score > {score_threshold:.2f}, NMS at IoU {nms_threshold:.2f}:\n"
-                 f"{len(kept)} of {len(scores)} raw boxes kept", fontsize=10)
+                 f"{len(kept)} of {len(scores)} raw box{'es' if len(scores) != 1 else ''} kept", fontsize=10)
     return ax, kept
 
 
-def detection_explorer(model, image, class_names=None, gt_boxes=None):
+def opening_threshold(scores: torch.Tensor, cap: float = 0.5) -> float:
+    """A score threshold that keeps some boxes whatever the state of training: half the highest score
+    in ``scores`` ``[D]``, at most ``cap``, rounded down to 0.01 (0.0 when there are no scores)."""
+    if scores.numel() == 0:
+        return 0.0
+    return math.floor(100 * min(cap, 0.5 * float(scores.max()))) / 100
+
+
+def detection_explorer(model, image, class_names=None, gt_boxes=None, score_threshold=None, nms_threshold: float = 0.5):
     """Score-threshold and NMS-IoU sliders over a detector's raw detections on ``image`` ``[3, H, W]``.
 
     The detector runs once, with its own threshold and NMS switched off; the sliders then redo only
-    :func:`draw_detections_filtered`. The model's post-processing settings are restored afterwards.
+    :func:`draw_detections_filtered`. The model's post-processing settings are restored afterwards. The
+    score slider opens at ``score_threshold``, by default :func:`opening_threshold` of the raw scores,
+    so that an undertrained detector (whose scores are all low) opens on boxes too.
     """
     import ipywidgets as w
 
@@ -86,6 +98,8 @@ def detection_explorer(model, image, class_names=None, gt_boxes=None):
         raw = predict(model, image[None])[0]
     finally:
         set_postprocessing(model, *previous)
+    if score_threshold is None:
+        score_threshold = opening_threshold(raw["scores"])
 
     def show(score_threshold, nms_threshold):
         draw_detections_filtered(image, raw, score_threshold, nms_threshold, class_names, gt_boxes)
@@ -93,6 +107,6 @@ def detection_explorer(model, image, class_names=None, gt_boxes=None):
 
     return w.interact(
         show,
-        score_threshold=w.FloatSlider(0.5, min=0.0, max=0.99, step=0.01, description="score >", continuous_update=False),
-        nms_threshold=w.FloatSlider(0.5, min=0.05, max=1.0, step=0.05, description="NMS IoU", continuous_update=False),
+        score_threshold=w.FloatSlider(score_threshold, min=0.0, max=0.99, step=0.01, description="score >", continuous_update=False),
+        nms_threshold=w.FloatSlider(nms_threshold, min=0.05, max=1.0, step=0.05, description="NMS IoU", continuous_update=False),
     )

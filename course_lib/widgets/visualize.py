@@ -1,4 +1,4 @@
-"""Explorer of lecture 04: the occlusion experiment with sliders."""
+"""Lecture 04's figures: the occlusion experiment (with an explorer) and one feature map's top activations."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -7,7 +7,7 @@ from matplotlib.patches import Rectangle
 
 from ..validate import pair
 
-__all__ = ["draw_occlusion", "occlusion_explorer"]
+__all__ = ["draw_occlusion", "occlusion_explorer", "draw_top_activations"]
 
 
 def _position_extent(rows: int, cols: int, patch, stride):
@@ -101,3 +101,40 @@ def occlusion_explorer(model, image, target: int, layer=None, class_names=None):
     )
 
 
+
+
+def draw_top_activations(model, layer, images, channel: int, k: int = 9, labels=None, inside: bool = True, axes=None):
+    """One feature map over a dataset, drawn two ways ("other activations from the same feature map").
+
+    Top row: the ``k`` input patches (receptive fields) on which one unit of channel ``channel`` of
+    ``layer`` responds most, one per image (:func:`course_lib.visualize.top_patches`, with ``inside`` as
+    there). Bottom row: the ``k`` images on which the whole map's total activation is largest
+    (:func:`course_lib.visualize.top_activations`), with the map stretched over each image (brighter =
+    more active; one colour scale for the row). ``images``: ``[N, C, H, W]``, shown as they are, so keep
+    them in [0, 1]; ``labels``: one name per image (e.g. its source photo) for the titles.
+    Returns ``(axes, patches, activations)``: the ``[2, k]`` axes and the two functions' results.
+    """
+    from ..plot import to_numpy_image
+    from ..visualize import top_activations, top_patches
+
+    patches = top_patches(model, layer, images, channel, k=k, inside=inside)
+    activations = top_activations(model, layer, images, channel, k=k)
+    name = (lambda i: f"{labels[i]}, ") if labels is not None else (lambda i: f"image {i}, ")
+    if axes is None:
+        _, axes = plt.subplots(2, k, figsize=(1.6 * k, 4.0), layout="constrained", squeeze=False)
+    for ax, patch, score, where in zip(axes[0], *patches):
+        ax.imshow(to_numpy_image(patch).clip(0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"{name(int(where[0]))}\nunit {float(score):.2g}", fontsize=8)
+    maps, scores, index = (t.detach().cpu() for t in activations)
+    low, high = min(0.0, float(maps.min())), float(maps.max())
+    height, width = images.shape[-2:]
+    for ax, fmap, score, i in zip(axes[1], maps, scores, index.tolist()):
+        ax.imshow(to_numpy_image(images[i]).clip(0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(fmap.numpy(), cmap="magma", alpha=0.6, vmin=low, vmax=high,
+                  extent=(-0.5, width - 0.5, height - 0.5, -0.5), interpolation="bilinear")
+        ax.set_title(f"{name(i)}\ntotal {float(score):.3g}", fontsize=8)
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+    axes[0][0].set_ylabel("top patches\n(one unit)", fontsize=9)
+    axes[1][0].set_ylabel("top images\n(whole map)", fontsize=9)
+    return axes, patches, activations
