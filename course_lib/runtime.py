@@ -92,7 +92,8 @@ def check_version(required: str | None) -> None:
     if _parse(__version__) < _parse(required):
         raise RuntimeError(
             f"this notebook needs course_lib >= {required}, but {__version__} is installed; "
-            "run `pip install -U -e .` in the course folder (or re-run the Colab setup cell)"
+            "run `pip install -U -e .` in the course folder; on Colab, Runtime > Disconnect and delete runtime, "
+            "then run the notebook's first cell again (it installs the current course)"
         )
 
 

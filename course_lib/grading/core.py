@@ -105,7 +105,7 @@ class CheckResult:
         colour = "#1a7f37" if self.passed else ("#9a6700" if self.status == "not implemented" else "#cf222e")
         mark = "passed" if self.passed else self.status if self.status != "graded" else "failed"
         ticks = "".join("&#10003;" if ok else "&#10007;" for _, ok, _ in self.cases)
-        body = f"<pre style='margin:4px 0;white-space:pre-wrap'>{html.escape(self.message)}</pre>" if self.message else ""
+        body = f"<pre style='margin:4px 0;white-space:pre-wrap;word-break:normal;overflow-wrap:anywhere'>{html.escape(self.message)}</pre>" if self.message else ""
         return (
             f"<div style='border-left:4px solid {colour};padding:4px 10px'>"
             f"<b style='color:{colour}'>{html.escape(self.name)}: {mark}</b> "
