@@ -296,13 +296,24 @@ def form_of(value) -> set[str]:
     return {type(value).__name__}
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeio" else "a"  # "a uint8", "an int64", "an (int, int) pair"
+
+
 def _render_forms(forms) -> str:
     dtypes = [f.removeprefix("tensor ") for f in forms if f.startswith("tensor ")]
     rest = [f for f in forms if not f.startswith("tensor ") and f not in ("empty tensor", "None")]
     words = []
     if dtypes:
-        words.append(f"a {' or '.join(dtypes)} tensor" + (" (possibly empty)" if "empty tensor" in forms else ""))
-    words += [f"`{f}`" if f.startswith("(") else f"a {f}" if f in ("model", "function") else f"an {f}" if f == "int" else f for f in rest]
+        empty = " (possibly empty)" if "empty tensor" in forms else ""
+        words.append(f"{_article(dtypes[0])} {' or '.join(dtypes)} tensor{empty}")
+    for form in rest:
+        if form.startswith("("):
+            words.append(f"an `{form}` pair")
+        elif form.startswith("list of "):
+            words.append(f"a list (items: {form.removeprefix('list of ').replace(' / ', ', ')})")
+        else:
+            words.append(f"{_article(form)} {form}")
     if "None" in forms:
         words.append("`None`")
     return " or ".join(words)
@@ -369,7 +380,11 @@ class ForbiddenWatch:
             if inspect.ismodule(target):
                 self._files[getattr(target, "__file__", None)] = name
             elif hasattr(target, "__code__"):
-                self._codes[target.__code__] = name
+                # A function made by a factory (torch's F.max_pool2d is one of several functions sharing
+                # boolean_dispatch's code) is recognised by the functions it dispatches to.
+                inner = [cell.cell_contents for cell in target.__closure__ or () if inspect.isfunction(cell.cell_contents)]
+                for function in inner or [target]:
+                    self._codes[function.__code__] = name
             else:
                 self._objects[id(target)] = (target, name)
         self._previous = None
