@@ -3,23 +3,28 @@
 Kernels cost seconds to start, so every adversarial notebook goes into ONE sandboxed grading run
 (module fixture ``batch``) and the tests assert on its rows and feedback. Each adversarial
 submission must score no more than its honest score while the rest of the batch is graded right.
-A second, small run exercises the command line without the sandbox.
+A second, small run exercises the command line without the sandbox. Honest functions are the
+solution notebook's own code (the exercises forbid calling ``course_lib.conv``); submissions that
+make a known mistake use the grader's own wrong versions, and must be named in their feedback and in
+the class summary; a daemon a submission leaves behind must not outlive its grading.
 """
 import csv
 import json
 import os
+import secrets
 import shutil
+import signal
 import socket
 import stat
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-import course_lib.conv
 from course_lib.grading import check, exercise_names, get_exercise
-from course_lib.grading.cli import grade_batch, grade_main, release, release_main
+from course_lib.grading.cli import grade_batch, grade_main, mistake_counts, release, release_main, summary
 from course_lib.grading.sandbox import Limits, Sandbox, _mount_plan, collect_outputs, library_root
 
 ASSIGNMENT = "01_conv_arithmetic"
@@ -29,7 +34,58 @@ FULL = sum(POINTS.values())
 TIMEOUT = 30
 REPO = library_root()
 SEED = 20240601
-IMPORT_ALL = "from course_lib.conv import " + ", ".join(NAMES)
+SOLUTION_CELLS = {
+    cell.metadata["nbgrader"]["grade_id"]: cell.source
+    for cell in nbformat.read(REPO / "solutions" / f"{ASSIGNMENT}.ipynb", as_version=4).cells
+    if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source
+}
+
+
+def define(*names) -> str:
+    """A code cell defining ``names`` with the solution notebook's code."""
+    return "\n\n".join(["import torch\nimport torch.nn.functional as F", *(SOLUTION_CELLS[name] for name in names)])
+
+
+def made_mistakes(count: int) -> dict:
+    """``{exercise: index}`` of the first known mistake of ``count`` exercises that the hidden cases name."""
+    chosen = {}
+    for name in NAMES:
+        for index, mistake in enumerate(get_exercise(name).mistakes):
+            if check(name, mistake.fn, seed=SEED).diagnosis == mistake.key:
+                chosen[name] = index
+                break
+        if len(chosen) == count:
+            return chosen
+    raise AssertionError(f"{ASSIGNMENT} has fewer than {count} exercises whose known mistakes the hidden cases name")
+
+
+def make_mistakes(chosen: dict) -> str:
+    return "from course_lib.grading import get_exercise\n" + "\n".join(
+        f"{name} = get_exercise({name!r}).mistakes[{index}].fn" for name, index in chosen.items())
+
+
+IMPORT_ALL = define(*NAMES)
+CHOSEN = made_mistakes(2)
+MISTAKEN = {"mistaken_a": dict(list(CHOSEN.items())[:1]), "mistaken_b": CHOSEN}  # the first mistake twice, the second once
+# A daemon that double-forks, leaves the kernel's session and keeps appending to a file; named so that
+# the tests find it in /proc.
+DAEMON = (
+    "import ctypes, os, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        ctypes.CDLL(None).prctl(15, DAEMON_NAME.encode(), 0, 0, 0)\n"
+    "        while True:\n"
+    "            try:\n"
+    "                with open(DAEMON_FILE, 'a') as file:\n"
+    "                    file.write('x')\n"
+    "            except OSError:\n"
+    "                pass\n"
+    "            time.sleep(0.05)\n"
+    "    os._exit(0)\n"
+    "time.sleep(0.5)"
+)
+DAEMON_NAME = f"daemon{secrets.token_hex(4)}"
 
 # Each notebook is a list of code cells; the fixture replaces OUT_DIR, OTHER_FILE, PORT_NUMBER and
 # SOLUTIONS_DIR with the batch's paths.
@@ -37,17 +93,16 @@ NOTEBOOKS = {
     "honest": [IMPORT_ALL],
     "stub": ["def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):\n    raise NotImplementedError()",
              "def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):\n    raise NotImplementedError()"],
-    "partial": ["from course_lib.conv import conv_output_size, receptive_field"],
-    "infinite_loop": ["from course_lib.conv import conv_output_size", "while True:\n    pass",
-                      "from course_lib.conv import conv_params"],
-    "slow_function": ["from course_lib.conv import conv_output_size, receptive_field",
+    "partial": [define("conv_output_size", "receptive_field"), "print(undefined_name)"],
+    "infinite_loop": [define("conv_output_size"), "while True:\n    pass", define("conv_params")],
+    "slow_function": [define("conv_output_size", "receptive_field"),
                       "def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):\n    while True:\n        pass"],
-    "stubborn": ["from course_lib.conv import conv_output_size",
+    "stubborn": [define("conv_output_size"),
                  "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"],
-    "exit": ["from course_lib.conv import conv_output_size", "import os\nos._exit(3)"],
-    "segfault": ["from course_lib.conv import conv_output_size", "import ctypes\nctypes.string_at(0)"],
+    "exit": [define("conv_output_size"), "import os\nos._exit(3)"],
+    "segfault": [define("conv_output_size"), "import ctypes\nctypes.string_at(0)"],
     "memory_hog": [
-        "import torch\nfrom course_lib.conv import conv_output_size, conv_params",
+        define("conv_output_size", "conv_params"),
         # 16 GB that is never touched: without a limit this would quietly succeed
         "try:\n    untouched = torch.empty(2**31, dtype=torch.float64)\nexcept (RuntimeError, MemoryError):\n    untouched = None\n"
         "if untouched is not None:\n    conv_output_size = lambda *args, **kwargs: -1  # the limit did not hold",
@@ -57,7 +112,7 @@ NOTEBOOKS = {
     "flood": [
         "for _ in range(50):\n    print('x' * 1_000_000)\nprint('y' * 64_000_000)",
         "from IPython.display import display\nfor _ in range(2000):\n    display({'text/plain': 'z' * 10_000}, raw=True)",
-        "from course_lib.conv import conv_output_size",
+        define("conv_output_size"),
     ],
     "monkeypatch": [
         "import torch, torch.testing\nimport course_lib.grading as grading, course_lib.grading.core as core\n"
@@ -88,18 +143,17 @@ NOTEBOOKS = {
         "    return torch.zeros(x.shape[0], weight.shape[0], 1, 1, device='meta')",
     ],
     "bad_values": [
-        "import numpy as np, torch, torch.nn.functional as F\nfrom course_lib import conv as ref\n"
-        "def conv_output_size(*args, **kwargs):\n    return np.int64(ref.conv_output_size(*args, **kwargs))  # right value, numpy type\n"
-        "def conv2d_naive(x, weight, bias=None, stride=1, padding=0, dilation=1):\n"
-        "    return F.conv2d(x, weight, bias, stride, padding, dilation).unsqueeze(0)  # wrong shape\n"
-        "def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):\n"
-        "    return torch.full_like(F.conv2d(x, weight, bias, stride, padding, dilation), float('nan'))\n"
-        "def conv_params(*args, **kwargs):\n    return float(ref.conv_params(*args, **kwargs))  # float, not int\n"
+        define(*NAMES),
+        "import numpy as np\nref = dict(globals())\n"
+        "def conv_output_size(*args, **kwargs):\n    return np.int64(ref['conv_output_size'](*args, **kwargs))  # right value, numpy type\n"
+        "def conv2d_naive(*args, **kwargs):\n    return ref['conv2d_naive'](*args, **kwargs).unsqueeze(0)  # wrong shape\n"
+        "def conv2d(*args, **kwargs):\n    return torch.full_like(ref['conv2d'](*args, **kwargs), float('nan'))\n"
+        "def conv_params(*args, **kwargs):\n    return float(ref['conv_params'](*args, **kwargs))  # float, not int\n"
         "def receptive_field(layers):\n    return float('inf')\n"
-        "def conv2d_weight_grad(*args, **kwargs):\n    return ref.conv2d_weight_grad(*args, **kwargs).half()  # wrong dtype",
+        "def conv2d_weight_grad(*args, **kwargs):\n    return ref['conv2d_weight_grad'](*args, **kwargs).half()  # wrong dtype",
     ],
     "edited_checks": [
-        "from course_lib.conv import conv_output_size\nimport course_lib.grading as grading\n"
+        define("conv_output_size") + "\nimport course_lib.grading as grading\n"
         "from course_lib.grading import CheckResult\n"
         "def check(name, fn, seed=None):\n    return CheckResult(name, True, 99, 99, 'all cases passed')\n"
         "grading.check = check\n"
@@ -111,7 +165,7 @@ NOTEBOOKS = {
         IMPORT_ALL + "\nimport os, socket\n"
         "def works(action):\n    try:\n        action()\n        return True\n    except Exception:\n        return False\n"
         "def forge():\n    with open(os.path.join(OUT_DIR, 'grades.csv'), 'w') as f:\n        f.write('student,total\\nescapes,999\\n')\n"
-        "def read_other():\n    with open(OTHER_FILE) as f:\n        assert 'course_lib' in f.read()\n"
+        "def read_other():\n    with open(OTHER_FILE) as f:\n        assert 'def conv_output_size' in f.read()\n"
         "def read_seed():\n    with open(os.path.join(OUT_DIR, 'grading.json')) as f:\n        assert 'seed' in f.read()\n"
         "def read_solutions():\n    assert os.listdir(SOLUTIONS_DIR)\n"
         "def connect():\n    socket.create_connection(('127.0.0.1', PORT_NUMBER), timeout=3).close()\n"
@@ -123,9 +177,13 @@ NOTEBOOKS = {
         "if works(read_solutions):\n    conv2d = wrong\n"
         "del conv2d_naive",
     ],
+    "daemon": [define("conv_output_size"), DAEMON],
+    **{student: [make_mistakes(chosen)] for student, chosen in MISTAKEN.items()},
 }
-HONEST = {  # the exercises each submission implements correctly (with the library's functions)
+HONEST = {  # the exercises each submission implements correctly (with the solution notebook's code)
     "honest": NAMES,
+    "bad_values": ["conv_output_size"],
+    "daemon": ["conv_output_size"],
     "partial": ["conv_output_size", "receptive_field"],
     "infinite_loop": ["conv_output_size"],
     "slow_function": ["conv_output_size", "receptive_field"],
@@ -156,9 +214,33 @@ def write_notebooks(folder: Path, fields: dict) -> list[Path]:
 
 
 def honest_points(student: str, seed: int) -> dict:
-    """What the submission's correct functions score when checked directly, in this process."""
-    names = HONEST.get(student, [])
-    return {name: check(name, getattr(course_lib.conv, name), seed=seed).points if name in names else 0.0 for name in NAMES}
+    """What the submission's correct functions (and known mistakes) score when checked directly, here."""
+    namespace = {}
+    exec(define(*NAMES), namespace)  # noqa: S102 - the repository's own solution code
+    fns = {name: namespace[name] for name in HONEST.get(student, [])}
+    fns.update({name: get_exercise(name).mistakes[index].fn for name, index in MISTAKEN.get(student, {}).items()})
+    return {name: check(name, fns[name], seed=seed).points if name in fns else 0.0 for name in NAMES}
+
+
+def daemons() -> list[int]:
+    """Pids of the processes named DAEMON_NAME (a test's daemon that outlived its grading)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/comm") as file:
+                if file.read().strip() == DAEMON_NAME:
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_daemon_left_behind():
+    """Whatever the tests find, no daemon of theirs survives the module."""
+    yield
+    for pid in daemons():
+        os.kill(pid, signal.SIGKILL)
 
 
 def read_rows(out: Path) -> dict:
@@ -181,7 +263,7 @@ def batch(tmp_path_factory, listener):
     root = tmp_path_factory.mktemp("class")
     out, subs = root / "out", root / "submissions"
     fields = {"OUT_DIR": str(out), "OTHER_FILE": str(subs / "honest.ipynb"), "PORT_NUMBER": listener,
-              "SOLUTIONS_DIR": str(REPO / "solutions")}
+              "SOLUTIONS_DIR": str(REPO / "solutions"), "DAEMON_FILE": str(root / "daemon.log"), "DAEMON_NAME": DAEMON_NAME}
     paths = write_notebooks(subs, fields)
     repo_notebooks = {"repo_solution": REPO / "solutions" / f"{ASSIGNMENT}.ipynb",
                       "repo_exercise": REPO / "exercises" / f"{ASSIGNMENT}.ipynb"}
@@ -262,12 +344,42 @@ def test_timeouts_crashes_and_invalid_notebooks_are_explained(batch):
 
 def test_feedback_names_the_first_failing_case_in_plain_words(batch):
     text = (batch["out"] / "feedback" / "bad_values.md").read_text()
-    assert "returned an unsupported numpy.int64" in text  # refused before any comparison
-    assert "expected the int" in text
-    assert "expected shape" in text and "expected dtype torch.float32, got torch.float16" in text
-    assert "12 of 12 cases failed" in text
+    assert "| `conv_output_size` | 2 / 2 | passed |" in text  # a NumPy integer is an integer
+    assert "return a Python int" in text
+    assert "expected shape" in text and "Right values, wrong dtype" in text and "expected float32, got float16" in text
+    assert "cases failed" in text
     always = (batch["out"] / "feedback" / "always_equal.md").read_text()
     assert "unsupported" in always and "meta device" in always
+
+
+def test_failed_cells_are_said_in_the_reason(batch):
+    rows = batch["rows"]
+    assert rows["partial"]["status"] == "ok"
+    assert rows["partial"]["reason"] == "1 cell raised an error (the first: NameError: name 'undefined_name' is not defined)"
+    assert rows["honest"]["reason"] == ""
+
+
+def test_known_mistakes_are_named_in_feedback_and_counted_for_the_class(batch):
+    rows, feedback = batch["rows"], batch["out"] / "feedback"
+    (first, index), (second, other) = CHOSEN.items()
+    first_key, second_key = get_exercise(first).mistakes[index].key, get_exercise(second).mistakes[other].key
+    assert rows["mistaken_a"]["mistakes"] == f"{first}: {first_key}"
+    assert rows["mistaken_b"]["mistakes"] == f"{first}: {first_key}; {second}: {second_key}"
+    assert rows["honest"]["mistakes"] == ""
+    text = (feedback / "mistaken_a.md").read_text()
+    assert f"| `{first}` |" in text and f"failed: {first_key} |" in text
+    assert f"**Likely mistake ({first_key}):** {get_exercise(first).mistakes[index].message}" in text
+    counts = mistake_counts(rows)
+    assert counts[first, first_key] >= 2 and counts[second, second_key] >= 1
+    table = summary(NAMES, rows)
+    assert "classic mistakes the checks named (students who made each):" in table
+    lines = [line.split() for line in table.splitlines()]
+    assert [first, *first_key.split(), str(counts[first, first_key])] in lines
+    assert [second, *second_key.split(), str(counts[second, second_key])] in lines
+
+
+def test_no_process_outlives_its_grading(batch):
+    assert not daemons(), f"the daemon a submission started is still running ({batch['state']['sandbox']})"
 
 
 def test_hidden_seed_is_recorded_and_kept_from_the_kernel(batch):
@@ -299,27 +411,33 @@ def unsandboxed(tmp_path_factory, listener):
     root = tmp_path_factory.mktemp("fallback")
     out, subs = root / "out", root / "subs"
     write_notebooks(subs, {"OUT_DIR": str(out), "OTHER_FILE": str(subs / "honest.ipynb"), "PORT_NUMBER": listener,
-                           "SOLUTIONS_DIR": str(REPO / "solutions")})
-    argv = [ASSIGNMENT, str(subs / "honest.ipynb"), str(subs / "escapes.ipynb"), "--out", str(out),
-            "--jobs", "2", "--timeout", str(TIMEOUT), "--memory", "2048", "--no-sandbox"]
-    return {"argv": argv, "out": out, "subs": subs}
+                           "SOLUTIONS_DIR": str(REPO / "solutions"), "DAEMON_FILE": str(root / "daemon.log"),
+                           "DAEMON_NAME": DAEMON_NAME})
+    argv = [ASSIGNMENT, str(subs / "honest.ipynb"), str(subs / "escapes.ipynb"), str(subs / "daemon.ipynb"),
+            "--out", str(out), "--jobs", "2", "--timeout", str(TIMEOUT), "--memory", "2048", "--no-sandbox"]
+    return {"argv": argv, "out": out, "subs": subs, "daemon_log": root / "daemon.log"}
 
 
 def test_cli_without_sandbox_grades_and_says_so(unsandboxed, capsys):
     assert grade_main([*unsandboxed["argv"], "--seed", "5"]) == 0
     captured = capsys.readouterr()
     assert "not sandboxed: disabled by --no-sandbox" in captured.err
-    assert "pass rate" in captured.out and "2 students" in captured.out
+    assert "pass rate" in captured.out and "3 students" in captured.out
     rows = read_rows(unsandboxed["out"])
     assert points(rows["honest"]) == honest_points("honest", 5)
     # Unsandboxed, the escapes work and cost the submission its points, but its forged
     # grades.csv does not survive: every row is what the grader computed.
-    assert set(rows) == {"honest", "escapes"} and float(rows["escapes"]["total"]) < FULL
+    assert set(rows) == {"honest", "escapes", "daemon"} and float(rows["escapes"]["total"]) < FULL
+    # The daemon left its kernel's session, but not the reaper's reach: it ended with its grading.
+    assert unsandboxed["daemon_log"].exists() and not daemons()
+    size = unsandboxed["daemon_log"].stat().st_size
+    time.sleep(0.5)
+    assert unsandboxed["daemon_log"].stat().st_size == size
     assert json.loads((unsandboxed["out"] / "grading.json").read_text())["seed"] == 5
 
     before = (unsandboxed["out"] / "grades.csv").read_text()
     assert grade_main(unsandboxed["argv"]) == 0  # the recorded seed; everyone already graded: nothing runs
-    assert "grading 0 of 2 submissions (2 already graded)" in capsys.readouterr().err
+    assert "grading 0 of 3 submissions (3 already graded)" in capsys.readouterr().err
     assert (unsandboxed["out"] / "grades.csv").read_text() == before
 
     with pytest.raises(SystemExit):  # another seed would make the grades incomparable

@@ -32,7 +32,7 @@ from . import CheckResult, grade_cases, serialize
 from .core import HIDDEN_SEED_ENV, REGISTRY, case_generator, exercise_names, get_exercise
 from .sandbox import Limits, Outcome, Sandbox, library_root, message_context, run_submission
 
-__all__ = ["grade_main", "release_main", "grade_batch", "score", "release"]
+__all__ = ["grade_main", "release_main", "grade_batch", "score", "release", "feedback", "summary", "mistake_counts"]
 
 STATE_FILE = "grading.json"
 GRADES_FILE = "grades.csv"
@@ -194,14 +194,26 @@ def _row(student: str, outcome: Outcome, results: list[CheckResult]) -> dict:
     row.update({result.name: f"{result.points:g}" for result in results})
     row.update(
         total=f"{sum(r.points for r in results):g}", max=f"{sum(r.max_points for r in results):g}",
-        status=outcome.status, reason=outcome.reason,
+        status=outcome.status, reason="; ".join(filter(None, [outcome.reason, _cell_errors(outcome)])),
+        mistakes=MISTAKE_SEPARATOR.join(f"{r.name}: {r.diagnosis}" for r in results if r.diagnosis),
     )
     return row
 
 
+MISTAKE_SEPARATOR = "; "  # between the "exercise: mistake" entries of a row's mistakes column
+
+
+def _cell_errors(outcome: Outcome) -> str:
+    """One line on the notebook's own errors, e.g. "2 cells raised an error (the first: NameError: ...)"."""
+    count = len(outcome.cell_errors)
+    if not count:
+        return ""
+    return f"{count} cell{'s' if count > 1 else ''} raised an error (the first: {outcome.cell_errors[0]})"
+
+
 def _grades_csv(names: list, rows: dict) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["student", *names, "total", "max", "status", "reason"], lineterminator="\n")
+    writer = csv.DictWriter(buffer, ["student", *names, "total", "max", "status", "reason", "mistakes"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows[student] for student in sorted(rows))
     return buffer.getvalue()
@@ -220,7 +232,8 @@ def _write_atomic(path: Path, text: str) -> None:
 # --- reports ---------------------------------------------------------------------------------------
 
 def feedback(assignment: str, student: str, outcome: Outcome, results: list[CheckResult]) -> str:
-    """The Markdown a student receives: points per exercise and the first failing case of each."""
+    """The Markdown a student receives: points per exercise, the first failing case of each, and the
+    classic mistake that explains the failures where the check recognised one."""
     total, best = sum(r.points for r in results), sum(r.max_points for r in results)
     lines = [f"# {assignment}: feedback for {student}", "", f"**Score: {total:g} / {best:g} points**", ""]
     if outcome.status != "ok":
@@ -232,15 +245,40 @@ def feedback(assignment: str, student: str, outcome: Outcome, results: list[Chec
     lines += ["| exercise | points | result |", "|---|---:|---|"]
     for r in results:
         verdict = "passed" if r.passed else (r.status if r.status != "graded" else "failed")
+        if r.diagnosis:
+            verdict += f": {r.diagnosis}"
         lines.append(f"| `{r.name}` | {r.points:g} / {r.max_points:g} | {verdict} |")
     for r in results:
         if not r.passed:
-            lines += ["", f"## {r.name} ({r.points:g} / {r.max_points:g})", "", "```text", r.message, "```"]
+            explanation = _diagnosis(r)
+            message = r.message.replace(f"\n{explanation}", "") if explanation else r.message
+            lines += ["", f"## {r.name} ({r.points:g} / {r.max_points:g})", "", "```text", message, "```"]
+            if explanation:
+                lines += ["", f"**Likely mistake ({r.diagnosis}):** {explanation}"]
     return "\n".join(lines) + "\n"
 
 
+def _diagnosis(result: CheckResult) -> str:
+    """The sentence that explains ``result``'s named mistake, or ``""``."""
+    if not result.diagnosis:
+        return ""
+    mistakes = {mistake.key: mistake.message for mistake in get_exercise(result.name).mistakes}
+    return mistakes.get(result.diagnosis, "")
+
+
+def mistake_counts(rows: dict) -> dict:
+    """``{(exercise, mistake): number of students}`` over the ``mistakes`` column of ``rows``."""
+    counts = {}
+    for row in rows.values():
+        for entry in filter(None, (row.get("mistakes") or "").split(MISTAKE_SEPARATOR)):
+            name, _, key = entry.partition(": ")
+            counts[name, key] = counts.get((name, key), 0) + 1
+    return counts
+
+
 def summary(names: list, rows: dict) -> str:
-    """Mean, median and per-exercise pass rate (full points) over ``rows``, as a text table."""
+    """Mean, median and per-exercise pass rate (full points) over ``rows``, as a text table, then how
+    many students made each classic mistake the checks recognised (what to go over again in class)."""
     if not rows:
         return "no submissions graded"
     width = max(len(name) for name in [*names, "total"])
@@ -256,6 +294,13 @@ def summary(names: list, rows: dict) -> str:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
     lines += ["", f"{len(rows)} students; total mean {statistics.fmean(totals):.2f}, median {statistics.median(totals):g}",
               "status: " + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))]
+    counts = mistake_counts(rows)
+    if counts:
+        order = sorted(counts.items(), key=lambda item: (-item[1], names.index(item[0][0]) if item[0][0] in names else 0, item[0][1]))
+        mistake_width = max(len("mistake"), *(len(key) for (_, key), _ in order))
+        lines += ["", "classic mistakes the checks named (students who made each):",
+                  f"{'exercise':<{width}}  {'mistake':<{mistake_width}}  {'students':>8}"]
+        lines += [f"{name:<{width}}  {key:<{mistake_width}}  {count:>8}" for (name, key), count in order]
     return "\n".join(lines)
 
 

@@ -10,8 +10,12 @@ The kernel is confined three ways:
 
 * limits: ``RLIMIT_DATA`` (writable memory the process can allocate; unlike ``RLIMIT_AS`` it
   does not count the address space torch reserves without using), ``RLIMIT_FSIZE`` and no core
-  dumps, set by a tiny wrapper that then becomes the kernel (``os.execv``); a wall-clock limit
-  per phase, enforced by interrupting the kernel and, if it does not stop, killing it;
+  dumps, set by a tiny reaper that runs the kernel as its child; a wall-clock limit per phase,
+  enforced by interrupting the kernel and, if it does not stop, killing it;
+* an end for every process a submission starts: the reaper is a child subreaper, so a daemon that
+  double-forks and calls ``setsid`` is still its descendant, and when the kernel ends (or is
+  killed) the reaper kills everything left below it. Inside bubblewrap the kernel's own pid
+  namespace does the same;
 * bubblewrap, where it works (:class:`Sandbox`): no network, the whole file system read-only,
   the output directory, the other submissions, home directories and ``solutions/`` hidden, a
   private ``/tmp``, and only the scratch directory writable; kernels talk to the grader over Unix
@@ -53,15 +57,81 @@ NOTEBOOK_LIMIT = 100 * 2**20  # bytes of notebook JSON worth reading
 MESSAGE_LIMIT = 32 * 2**20  # bytes of one kernel message; bigger ones are dropped by zmq
 GRACE = 10.0  # seconds an interrupted kernel gets to stop before it is killed
 
-# Sets the limits, then becomes the kernel (bwrap or Python); run with -I -S so it starts in ms.
-_LIMIT_WRAPPER = (
-    "import os, resource, sys\n"
-    "n = int(sys.argv[1])\n"
-    "resource.setrlimit(resource.RLIMIT_DATA, (n, n))\n"
-    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))\n"
-    "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n"
-)
+# The reaper every kernel runs under (python -I -S -c, so it starts in ms): it sets the limits the kernel
+# inherits, becomes a child subreaper (processes orphaned below it, such as a double-forked setsid daemon,
+# are reparented to it rather than to init), runs the kernel (bwrap or Python) as its child, and when the
+# kernel ends or it receives SIGTERM, kills every process left below it before exiting with the kernel's
+# status. PR_SET_PDEATHSIG sends it that SIGTERM if the grader itself dies.
+_REAPER = """\
+import ctypes, os, resource, signal, sys
+n = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_DATA, (n, n))
+resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+class Stop(Exception):
+    pass
+
+
+def stop(*_):
+    raise Stop
+
+
+signal.signal(signal.SIGTERM, stop)
+kernel = os.fork()
+if kernel == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is for the kernel, not for us
+code = 1
+try:
+    while True:  # reap orphans as they die, until the kernel itself ends
+        pid, status = os.waitpid(-1, 0)
+        if pid == kernel:
+            code = os.waitstatus_to_exitcode(status)
+            break
+except (Stop, ChildProcessError):
+    pass
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+me = str(os.getpid())
+
+
+def children():
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as file:
+                stat = file.read()
+        except (OSError, ValueError):
+            continue
+        if stat[stat.rfind(")") + 2 :].split()[1:2] == [me]:
+            found.append(int(entry))
+    return found
+
+
+while True:  # killing a child hands its own children to us: repeat until nothing is left
+    left = children()
+    if not left:
+        break
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in left:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+sys.exit(code if code >= 0 else 128 - code)
+"""
 _KERNEL_SPEC = KernelSpec(
     argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
     display_name="Python 3 (graded submission)",
@@ -176,10 +246,11 @@ class Sandbox:
         return candidate
 
     def wrap(self, command: list[str], scratch: Path, limits: Limits) -> list[str]:
-        """``command`` with the memory limits applied and, when active, inside the sandbox."""
+        """``command`` under the reaper (memory limits; every process it leaves is ended with it) and,
+        when active, inside the sandbox."""
         limit = str(limits.memory_mb * 2**20)
         inner = self._bwrap_args(scratch, limit) + command if self.active else command
-        return [sys.executable, "-I", "-S", "-c", _LIMIT_WRAPPER, limit, *inner]
+        return [sys.executable, "-I", "-S", "-c", _REAPER, limit, *inner]
 
     def _bwrap_args(self, scratch: Path, size: str) -> list[str]:
         sized = ["--size", size] if self._tmpfs_size else []
@@ -312,7 +383,7 @@ async def run_submission(notebook: Path, scratch: Path, cases: dict, sandbox: Sa
         (scratch / "cases" / f"{name}.json").write_text(serialize.dumps([[c.args, c.kwargs] for c in exercise_cases]))
     shutil.copyfile(notebook, scratch / "submission.ipynb")
 
-    harness = ["import course_lib.grading.harness"] + [
+    harness = ["import course_lib.grading.harness as _h; _h.prepare()"] + [
         f"import course_lib.grading.harness as _h; _h.run({name!r}, 'cases/{name}.json', 'outputs/{name}.json', globals())"
         for name in cases
     ]
@@ -364,7 +435,23 @@ class _Run:
 
     def _kill(self) -> None:
         self.killed = True
-        asyncio.ensure_future(self.km.signal_kernel(signal.SIGKILL))
+        asyncio.ensure_future(self._end())
+
+    async def _end(self) -> None:
+        """End the kernel and everything it started: SIGTERM to its reaper, which kills them all and
+        exits; the whole process group is killed only if the reaper does not go within ``GRACE``."""
+        process = getattr(self.km.provisioner, "process", None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + GRACE
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if process.poll() is None:
+            await self.km.signal_kernel(signal.SIGKILL)
 
     async def _execute(self, index: int, seconds: float) -> None:
         """Run cell ``index`` for at most ``seconds`` (then interrupt; kill after ``GRACE``)."""
@@ -398,8 +485,8 @@ class _Run:
         cells = [("the grading harness", self.notebook_cells)]
         cells += [(name, self.notebook_cells + 1 + k) for k, name in enumerate(cases)]
         for k, (name, index) in enumerate(cells):
-            # Loading is instant unless the notebook unloaded the harness the kernel started with;
-            # it may use the whole budget, and each exercise gets an equal share of what is left.
+            # Loading imports every exercise module (seconds: torchvision); it may use the whole
+            # budget, and each exercise gets an equal share of what is left.
             share = deadline - time.monotonic() if k == 0 else (deadline - time.monotonic()) / (len(cells) - k)
             started = time.monotonic()
             try:
@@ -423,10 +510,11 @@ class _Run:
         del self.errors[notebook_errors:]  # the harness's own errors are reported per exercise
 
     async def stop(self) -> None:
-        """Shut the kernel down at once and close its channels."""
+        """Shut the kernel down at once, with every process it started, and close its channels."""
         try:
             if self.client.kc is not None:
                 self.client.kc.stop_channels()
+            await self._end()
             await self.km.shutdown_kernel(now=True)
         except Exception:  # noqa: BLE001 - a kernel that is already gone is fine
             pass
