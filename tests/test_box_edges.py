@@ -130,3 +130,19 @@ def test_roi_pool_float32_bin_edges_of_a_57_cell_span():
     assert (expected[0, 0, -1] == 100.0).all() and not (expected[0, 0, :-1] == 100.0).any()
     assert torch.equal(roi_pool(features, rois, 7), expected)
     assert torch.equal(roi_pool(features.double(), rois.double(), 7), torchvision.ops.roi_pool(features.double(), rois.double(), 7))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nms_equals_torchvision_on_cuda_at_rounding_ties(dtype):
+    """torchvision's CUDA kernel rounds the threshold to float32 before comparing: so must we, there."""
+    gen = torch.Generator().manual_seed(14)
+    for trial in range(100):
+        n = int(torch.randint(3, 25, (1,), generator=gen))
+        boxes = integer_boxes(gen, n, 12, dtype).cuda()
+        scores = (torch.randperm(n, generator=gen).to(dtype) / n).cuda()
+        exact = box_iou(boxes.double(), boxes.double()).cpu()
+        i, j = torch.randint(0, n, (2,), generator=gen).tolist()
+        tie = float(exact[i, j]) if 0 < exact[i, j] < 1 else 0.5
+        for threshold in {tie, math.nextafter(tie, 0.0), math.nextafter(tie, 1.0)}:
+            assert torch.equal(nms(boxes, scores, threshold), torchvision.ops.nms(boxes, scores, threshold)), (trial, threshold)
