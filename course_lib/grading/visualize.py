@@ -13,6 +13,13 @@ the model from it, the same way for the student's run and for the oracle:
   over occluder positions with one forward pass each, and ``torch.autograd.grad``.
 
 Models are built in the image's dtype and handed over in eval mode.
+
+The texts also state side effects: one forward pass without gradients (occlusion), the image left
+unchanged and nothing left on the parameters' ``.grad`` (saliency, class visualisation), no gradient
+history on the result (class visualisation). Each ``run`` function watches these and returns them as
+plain values after the answer; the comparison explains in words any that differ. The classic wrong
+versions (:class:`~.core.Mistake`) run under the same watch as a student's code, which must not call
+``course_lib.visualize``, so they are written with torch operations only.
 """
 from __future__ import annotations
 
