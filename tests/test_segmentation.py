@@ -289,7 +289,7 @@ def test_fcn_output_shape_and_starting_point(skips):
         out = model(x)
         assert out.shape == (2, 5, 64, 80)
         # the skip score layers start at zero, so training starts from the coarse scores, upsampled bilinearly
-        expected = model.score[0](model.stages[2](model.stages[1](model.stages[0]((x - model.mean) / model.std))))
+        expected = model.score[0](model.encoder(x)[-1])
         for factor in [2] * skips + [16 // 2**skips]:
             expected = F.interpolate(expected, scale_factor=factor, mode="bilinear", align_corners=False)
     m = 24
@@ -302,7 +302,8 @@ def test_fcn_pretrained_encoder_holds_imagenet_weights():
 
     model = FCN(3, skips=2, pretrained=True)
     reference = transfer.pretrained("mobilenet_v2", quiet=True).features[0][0].weight
-    torch.testing.assert_close(model.stages[0][0][0].weight, reference)
+    torch.testing.assert_close(model.encoder.stages[0][0][0].weight, reference)
+
 
 
 @pytest.mark.parametrize("call,match", [(lambda: FCN(5, skips=3, pretrained=False), "skips"),
@@ -317,3 +318,4 @@ def test_models_reject_bad_arguments(call, match):
 
 def test_unet_output_shape():
     assert UNet(3, 5, 4, 2)(torch.zeros(2, 3, 16, 12)).shape == (2, 5, 16, 12)
+

@@ -31,6 +31,8 @@ def _section(number: int, title: str) -> str:
 FC_SECTION = _section(3, "A fully connected layer is a convolution")
 TRANSPOSED_SECTION = _section(6, "Transposed convolution: size, bilinear kernel, checkerboard")
 MIOU_SECTION = _section(9, "Mean IoU: the confusion matrix, and why not pixel accuracy")
+# The exercises rebuild course_lib.segmentation, so none of its modules may be called.
+FORBIDDEN = tuple(f"course_lib.segmentation.{module}" for module in ("fcn", "metrics", "models", "upsampling"))
 
 
 def _compare_parts(*parts):
@@ -147,7 +149,7 @@ register(Exercise(
     params=("linear", "in_channels", "kernel_size"),
     forms={"linear": ("model",), "in_channels": ("int",), "kernel_size": ("int", "(int, int)")},
     arguments=_fc_arguments,
-    forbidden=("course_lib.segmentation.fcn",),
+    forbidden=FORBIDDEN,
     mistakes=(
         Mistake("channels last", _fc_mistake(order="channels last"),
                 "Your filters hold the right numbers in the wrong places: a row of the linear weight is a flattened "
@@ -220,7 +222,7 @@ register(Exercise(
     "conv_transpose_output_size", LECTURE, 2, _transposed_cases, _transposed_oracle, compare_value,
     params=("size", "kernel", "stride", "padding", "output_padding", "dilation"),
     forms={name: ("int",) for name in ("size", "kernel", "stride", "padding", "output_padding", "dilation")},
-    forbidden=("course_lib.segmentation.upsampling",),
+    forbidden=FORBIDDEN,
     mistakes=(
         Mistake("no kernel term", _transposed_formula(kernel_term=False),
                 "Your sizes miss the kernel's reach: (size - 1) * stride only places the stamps' first pixels; the last stamp "
@@ -318,7 +320,7 @@ register(Exercise(
     _compare_parts("kernel shape", "upsampled image away from the border"), run=_bilinear_run,
     params=("channels", "factor"), forms={"channels": ("int",), "factor": ("int",)},
     arguments=lambda case: {"channels": case.args[0], "factor": case.args[1]},
-    forbidden=("course_lib.segmentation.upsampling",),
+    forbidden=FORBIDDEN,
     mistakes=(
         Mistake("off-centre", _bilinear_mistake(centre="integer"),
                 "Your upsampled images are shifted by half an input pixel for even factors: the triangle's centre is "
@@ -440,7 +442,7 @@ register(Exercise(
     params=("pred", "target", "num_classes", "ignore_index"),
     forms={"pred": ("tensor int64", "tensor int32"), "target": ("tensor int64", "tensor int32"), "num_classes": ("int",),
            "ignore_index": ("int", "None")},
-    forbidden=("course_lib.segmentation.metrics",),
+    forbidden=FORBIDDEN,
     mistakes=(
         Mistake("absent as 0", _iou_mistake(absent=0.0),
                 "Your mIoU is too low when a class appears in neither the target nor the prediction: such a class has no IoU "

@@ -7,8 +7,8 @@
   coarse score map upsampled back to the input size by transposed convolutions initialised bilinear;
   ``skips=0`` upsamples the coarsest scores in one step (FCN-32s style), ``skips=2`` first adds the
   scores of two earlier, finer stages (FCN-8s style).
-* :class:`UNet`: a symmetric encoder-decoder whose decoder concatenates the encoder's map of the same
-  size at every level (the U-Net's skip connections).
+* :class:`UNet`: a symmetric encoder-decoder from scratch whose decoder concatenates the encoder's map of
+  the same size at every level (the U-Net's skip connections).
 """
 from __future__ import annotations
 
@@ -79,45 +79,33 @@ class PatchClassifier(nn.Module):
         return network.train(self.training)
 
 
-class FCN(nn.Module):
-    """A fully convolutional segmenter: ``[N, 3, H, W]`` RGB in [0, 1] -> logits ``[N, num_classes, H, W]``
-    for ``H`` and ``W`` divisible by 16.
+def _mobilenet_stages(pretrained: bool) -> nn.ModuleList:
+    """MobileNetV2's ``features[:14]`` cut into four stages ending at strides 2, 4, 8 and 16 (16, 24, 32 and
+    96 channels), with ImageNet weights (:func:`course_lib.transfer.pretrained`) or torchvision's random
+    initialisation."""
+    if not isinstance(pretrained, bool):
+        raise ValueError(f"pretrained must be True or False, got {pretrained!r}")
+    from .. import transfer
 
-    Encoder: torchvision's MobileNetV2 ``features[:14]`` (ImageNet weights from
-    :func:`course_lib.transfer.pretrained` when ``pretrained``, else torchvision's random initialisation),
-    with stages ending at strides 4 (24 channels), 8 (32) and 16 (96). A 1x1 convolution scores the
-    stride-16 map. With ``skips=0`` those scores are upsampled 16x in one step (FCN-32s style); with
-    ``skips=1`` they are upsampled 2x and added to the scores of the stride-8 map, then upsampled 8x
-    (FCN-16s style); ``skips=2`` adds the stride-4 scores as well and upsamples the sum 4x (FCN-8s style).
-    Every upsampling is a transposed convolution initialised bilinear (:func:`bilinear_upsampler`); the
-    skip score layers start at zero, so training starts from the coarse prediction, as in the paper.
-    Inputs are normalised with ImageNet's statistics inside the model.
-    """
+    backbone = transfer.pretrained("mobilenet_v2", quiet=True) if pretrained else torchvision.models.mobilenet_v2()
+    return nn.ModuleList([backbone.features[start:end] for start, end in ((0, 2), (2, 4), (4, 7), (7, 14))])
 
-    STAGES = ((0, 4, 24), (4, 7, 32), (7, 14, 96))  # (first block, end block, channels) at strides 4, 8, 16
 
-    def __init__(self, num_classes: int, skips: int = 2, pretrained: bool = True):
+class _MobileNetEncoder(nn.Module):
+    """:class:`FCN`'s encoder: normalises RGB images in [0, 1] with ImageNet's statistics and returns the
+    maps at strides 2, 4, 8 and 16."""
+
+    CHANNELS = (16, 24, 32, 96)
+
+    def __init__(self, pretrained: bool):
         super().__init__()
-        positive_int("num_classes", num_classes)
-        if skips not in (0, 1, 2):
-            raise ValueError(f"skips must be 0, 1 or 2, got {skips!r}")
-        if not isinstance(pretrained, bool):
-            raise ValueError(f"pretrained must be True or False, got {pretrained!r}")
+        self.stages = _mobilenet_stages(pretrained)
         from .. import transfer
 
-        backbone = transfer.pretrained("mobilenet_v2", quiet=True) if pretrained else torchvision.models.mobilenet_v2()
-        self.skips, self.pretrained = skips, pretrained
-        self.stages = nn.ModuleList([backbone.features[start:end] for start, end, _ in self.STAGES])
-        self.score = nn.ModuleList([nn.Conv2d(channels, num_classes, 1) for _, _, channels in self.STAGES[::-1][: skips + 1]])
-        for layer in self.score[1:]:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        self.up = nn.ModuleList([bilinear_upsampler(num_classes, 2) for _ in range(skips)])
-        self.final = bilinear_upsampler(num_classes, 16 // 2**skips)
         self.register_buffer("mean", torch.tensor(transfer.IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(transfer.IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[-2] % 16 or x.shape[-1] % 16:
             raise ValueError(f"x must be [N, 3, H, W] with H and W divisible by 16, got shape {tuple(x.shape)}")
         x = (x - self.mean) / self.std
@@ -125,6 +113,40 @@ class FCN(nn.Module):
         for stage in self.stages:
             x = stage(x)
             maps.append(x)
+        return maps
+
+
+class FCN(nn.Module):
+    """A fully convolutional segmenter: ``[N, 3, H, W]`` RGB in [0, 1] -> logits ``[N, num_classes, H, W]``
+    for ``H`` and ``W`` divisible by 16.
+
+    Encoder: torchvision's MobileNetV2 ``features[:14]`` (ImageNet weights when ``pretrained``, else random),
+    whose stages end at strides 4 (24 channels), 8 (32) and 16 (96); inputs are normalised with ImageNet's
+    statistics inside the model. A 1x1 convolution scores the stride-16 map. With ``skips=0`` those scores
+    are upsampled 16x in one step (FCN-32s style); with ``skips=1`` they are upsampled 2x and added to the
+    scores of the stride-8 map, then upsampled 8x (FCN-16s style); ``skips=2`` adds the stride-4 scores as
+    well and upsamples the sum 4x (FCN-8s style). Every upsampling is a transposed convolution initialised
+    bilinear (:func:`bilinear_upsampler`); the skip score layers start at zero, so training starts from the
+    coarse prediction, as in the paper.
+    """
+
+    def __init__(self, num_classes: int, skips: int = 2, pretrained: bool = True):
+        super().__init__()
+        positive_int("num_classes", num_classes)
+        if skips not in (0, 1, 2):
+            raise ValueError(f"skips must be 0, 1 or 2, got {skips!r}")
+        self.skips, self.pretrained = skips, pretrained
+        self.encoder = _MobileNetEncoder(pretrained)
+        channels = _MobileNetEncoder.CHANNELS[::-1][: skips + 1]  # 96 first, then 32, then 24
+        self.score = nn.ModuleList([nn.Conv2d(c, num_classes, 1) for c in channels])
+        for layer in self.score[1:]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.up = nn.ModuleList([bilinear_upsampler(num_classes, 2) for _ in range(skips)])
+        self.final = bilinear_upsampler(num_classes, 16 // 2**skips)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.encoder(x)
         scores = self.score[0](maps[-1])
         for up, score, skip in zip(self.up, self.score[1:], maps[-2::-1]):
             scores = up(scores) + score(skip)
