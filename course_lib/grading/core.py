@@ -154,6 +154,7 @@ def compare_tensor(expected: torch.Tensor, got, check_dtype: bool = True, rtol=N
     if not isinstance(got, torch.Tensor):
         return f"expected a tensor of shape {list(expected.shape)}, got {type(got).__name__} {_short(got)}"
     got = got.detach().as_subclass(torch.Tensor)
+    expected = expected.detach()
     if tuple(got.shape) != tuple(expected.shape):
         return f"expected shape {list(expected.shape)}, got {list(got.shape)}"
     if check_dtype and got.dtype != expected.dtype:
@@ -311,7 +312,7 @@ def _render_forms(forms) -> str:
         if form.startswith("("):
             words.append(f"an `{form}` pair")
         elif form.startswith("list of "):
-            words.append(f"a list (items: {form.removeprefix('list of ').replace(' / ', ', ')})")
+            words.append(f"a list or tuple of {form.removeprefix('list of ').replace(' / ', ', ')} items")
         else:
             words.append(f"{_article(form)} {form}")
     if "None" in forms:
@@ -364,7 +365,8 @@ class ForbiddenWatch:
 
     ``forbidden`` holds dotted names: a function (``"torch.nn.functional.conv2d"``, caught under any
     alias, e.g. ``from torch.nn.functional import conv2d`` or through ``nn.Conv2d``), a tensor method
-    (``"torch.Tensor.topk"``, caught as ``x.topk(...)``) or a whole module (``"course_lib.visualize"``).
+    (``"torch.Tensor.topk"``, caught as ``x.topk(...)``), a whole module (``"course_lib.visualize"``) or
+    a package (``"torchvision.ops"``: every Python file under it).
     It uses ``sys.setprofile`` and only records: :attr:`hit` is the first forbidden name called.
     """
 
@@ -372,12 +374,15 @@ class ForbiddenWatch:
         self.names = tuple(forbidden)
         self.hit: str | None = None
         self._objects, self._codes, self._files, self._methods = {}, {}, {}, {}
+        self._folders: list[tuple[str, str]] = []
         for name in self.names:
             if name.startswith("torch.Tensor."):
                 self._methods[name.rpartition(".")[2]] = name
                 continue
             target = _resolve(name)
-            if inspect.ismodule(target):
+            if inspect.ismodule(target) and hasattr(target, "__path__"):  # a package: every file under it
+                self._folders += [(os.path.join(folder, ""), name) for folder in target.__path__]
+            elif inspect.ismodule(target):
                 self._files[getattr(target, "__file__", None)] = name
             elif hasattr(target, "__code__"):
                 # A function made by a factory (torch's F.max_pool2d is one of several functions sharing
@@ -401,6 +406,8 @@ class ForbiddenWatch:
         elif event == "call":
             code = frame.f_code
             self.hit = self._codes.get(code) or self._files.get(code.co_filename)
+            if self.hit is None and self._folders:
+                self.hit = next((name for folder, name in self._folders if code.co_filename.startswith(folder)), None)
 
     def __enter__(self):
         if self.names:
