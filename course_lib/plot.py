@@ -7,7 +7,17 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-__all__ = ["to_numpy_image", "show_image", "show_images", "plot_history", "plot_confusion", "plot_heatmap"]
+__all__ = ["layout", "to_numpy_image", "show_image", "show_images", "plot_history", "plot_confusion", "plot_heatmap"]
+
+
+def layout():
+    """The course's figure layout: matplotlib's constrained layout with a little more room between
+    rows, so that a figure title (``fig.suptitle``) never touches the axes titles under it, which the
+    default padding allows when the axes hold images of fixed aspect. Use as
+    ``plt.subplots(..., layout=plot.layout())`` or ``plt.figure(..., layout=plot.layout())``."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    return ConstrainedLayoutEngine(h_pad=0.15)
 
 
 def to_numpy_image(img: torch.Tensor):

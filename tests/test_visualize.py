@@ -372,8 +372,9 @@ def test_draw_top_activations_shows_both_rankings():
     for got, want in zip(activations, expected):
         torch.testing.assert_close(got, want)
     torch.testing.assert_close(patches[0], V.top_patches(model, "3", images, 2, k=4, inside=True)[0])
-    assert [ax.get_title().split(",")[0] for ax in axes[1]] == [labels[i] for i in expected[2].tolist()]
-    assert [ax.get_title().split(",")[0] for ax in axes[0]] == [labels[i] for i in patches[2][:, 0].tolist()]
+    assert [ax.get_title().split("\n")[0] for ax in axes[1]] == [labels[i] for i in expected[2].tolist()]
+    assert [ax.get_title().split("\n")[0] for ax in axes[0]] == [labels[i] for i in patches[2][:, 0].tolist()]
+    assert axes[1][0].get_title() == f"{labels[int(expected[2][0])]}\ntotal: {float(expected[1][0]):.3g}"
     plt.close("all")
     assert_no_hooks(model)
 
@@ -674,3 +675,30 @@ def test_outputs_stay_on_the_input_device(device):
         V.filter_grid(V.first_layer_filters(model)),
     ]
     assert all(out.device == image.device for out in outputs)
+
+
+# --------------------------------------------------------------------------------------------
+# Figure layout (course_lib.plot.layout)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("height", [3.6, 4.0, 4.2, 4.4, 4.6, 5.4])
+def test_plot_layout_keeps_the_figure_title_clear_of_the_axes_titles(height):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib import plot
+
+    # Four square images with two-line titles under a figure title: at some heights matplotlib's default
+    # constrained layout lets the titles touch (e.g. 14 x 4 inches); the course's layout never does.
+    fig, axes = plt.subplots(1, 4, figsize=(14, height), layout=plot.layout())
+    for ax in axes:
+        plot.show_image(torch.rand(24, 24), "two 3x3\nformula 5, measured 5", ax=ax)
+    fig.suptitle("Which input pixels reach one output unit")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bottom = fig._suptitle.get_window_extent(renderer).y0
+    assert all(bottom - ax.title.get_window_extent(renderer).y1 >= 4 for ax in axes)
+    plt.close(fig)

@@ -6,6 +6,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from ..conv import conv_output_size
+from ..plot import layout
 from ..pooling import avg_pool2d, max_pool2d
 from ..validate import pair
 
@@ -65,7 +66,8 @@ def draw_pooling(x: torch.Tensor, kernel=2, stride=None, mode: str = "max", axes
     x = x.detach().float().cpu()
     out = pool(x[None, None], (kh, kw), (sh, sw))[0, 0]
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(8, 4), gridspec_kw={"width_ratios": [x.shape[1], max(out.shape[1], 1)]})
+        _, axes = plt.subplots(1, 2, figsize=(8, 4.2), gridspec_kw={"width_ratios": [x.shape[1], max(out.shape[1], 1)]},
+                               layout=layout())
     left, right = axes
     left.imshow(x.numpy(), cmap="Greys", alpha=0.35)
     for (r, c), value in zip(torch.cartesian_prod(torch.arange(x.shape[0]), torch.arange(x.shape[1])).tolist(), x.flatten().tolist()):

@@ -38,8 +38,8 @@ def draw_boxes(image, boxes, labels=None, scores=None, class_names=None, ax=None
         words = [class_names[label] if class_names is not None and label is not None else label, score]
         words = [f"{w:.2f}" if isinstance(w, float) else str(w) for w in words if w is not None]
         if text and words:
-            ax.text(x1 - 0.5, y1 - 1.0, " ".join(words), color="white", fontsize=7, va="bottom",
-                    bbox=dict(facecolor=edge, edgecolor="none", pad=0.8, alpha=0.85))
+            ax.text(x1 - 0.5, y1 - 1.0, " ".join(words), color="white", fontsize=7, va="bottom", clip_on=True,
+                    bbox=dict(facecolor=edge, edgecolor="none", pad=0.8, alpha=0.85))  # clipped: never over the title
     if title:
         ax.set_title(title)
     return ax

@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import Rectangle
 
+from ..plot import layout
 from ..validate import pair
 
 __all__ = ["draw_occlusion", "occlusion_explorer", "draw_top_activations"]
@@ -42,7 +43,7 @@ def draw_occlusion(model, image, target: int, patch_size=8, stride=2, fill=0.0, 
 
     panels = 4 if layer is not None else 3
     if axes is None:
-        _, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4))
+        _, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2), layout=layout())
     axes[0].imshow(to_numpy_image(image).clip(0, 1), cmap="gray", vmin=0, vmax=1)
     worst = int(p_true.argmin())
     i, j = divmod(worst, cols)
@@ -88,7 +89,6 @@ def occlusion_explorer(model, image, target: int, layer=None, class_names=None):
     def show(patch_size, stride, fill):
         try:
             draw_occlusion(model, image, target, patch_size, stride, fill, layer=layer, class_names=class_names)
-            plt.tight_layout()
             plt.show()
         except ValueError as err:
             print(err)
@@ -119,12 +119,12 @@ def draw_top_activations(model, layer, images, channel: int, k: int = 9, labels=
 
     patches = top_patches(model, layer, images, channel, k=k, inside=inside)
     activations = top_activations(model, layer, images, channel, k=k)
-    name = (lambda i: f"{labels[i]}, ") if labels is not None else (lambda i: f"image {i}, ")
+    name = (lambda i: str(labels[i])) if labels is not None else (lambda i: f"image {i}")
     if axes is None:
-        _, axes = plt.subplots(2, k, figsize=(1.6 * k, 4.0), layout="constrained", squeeze=False)
+        _, axes = plt.subplots(2, k, figsize=(1.6 * k, 4.0), layout=layout(), squeeze=False)
     for ax, patch, score, where in zip(axes[0], *patches):
         ax.imshow(to_numpy_image(patch).clip(0, 1), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{name(int(where[0]))}\nunit {float(score):.2g}", fontsize=8)
+        ax.set_title(f"{name(int(where[0]))}\nunit: {float(score):.3g}", fontsize=8)
     maps, scores, index = (t.detach().cpu() for t in activations)
     low, high = min(0.0, float(maps.min())), float(maps.max())
     height, width = images.shape[-2:]
@@ -132,7 +132,7 @@ def draw_top_activations(model, layer, images, channel: int, k: int = 9, labels=
         ax.imshow(to_numpy_image(images[i]).clip(0, 1), cmap="gray", vmin=0, vmax=1)
         ax.imshow(fmap.numpy(), cmap="magma", alpha=0.6, vmin=low, vmax=high,
                   extent=(-0.5, width - 0.5, height - 0.5, -0.5), interpolation="bilinear")
-        ax.set_title(f"{name(i)}\ntotal {float(score):.3g}", fontsize=8)
+        ax.set_title(f"{name(i)}\ntotal: {float(score):.3g}", fontsize=8)
     for ax in axes.flat:
         ax.set(xticks=[], yticks=[])
     axes[0][0].set_ylabel("top patches\n(one unit)", fontsize=9)
