@@ -58,7 +58,7 @@ def test_decode_round_trip_is_exact_for_integer_joints_inside_the_image():
 def test_decode_round_trip_of_sub_pixel_joints_is_within_half_a_pixel():
     g = torch.Generator().manual_seed(1)
     kp = 8 + torch.rand(500, 2, generator=g, dtype=torch.float64) * 16
-    for radius in (0.75, 1.0, 2.0, 3.0, 5.0):
+    for radius in (0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0):
         back = pose.decode_heatmaps(pose.disk_heatmaps(kp, 32, 32, radius))
         error = (back - kp).abs()
         assert error.max() < 0.5, (radius, float(error.max()))

@@ -18,8 +18,8 @@ def draw_skeleton(image, keypoints, visible=None, ax=None, title: str = "", colo
     ``[K, 2]`` ``(x, y)`` over it.
 
     Bones and joints are coloured by side (the figure's left orange, right blue, head and neck white)
-    unless ``colour`` is given; visible joints are filled, occluded or outside ones (``visible`` False)
-    hollow. Pixel centres are at integer coordinates, as ``imshow`` draws them. Returns the axes.
+    unless ``colour`` is given; with a round ``marker``, visible joints are filled and occluded or
+    outside ones (``visible`` False) hollow. Pixel centres are at integer coordinates, as ``imshow`` draws them. Returns the axes.
     """
     from ..plot import to_numpy_image
 
@@ -38,19 +38,14 @@ def draw_skeleton(image, keypoints, visible=None, ax=None, title: str = "", colo
         ax.plot(kp[[a, b], 0], kp[[a, b], 1], color=colour or _SIDE_COLOURS[side], lw=1.6, ls=linestyle, alpha=0.9)
     for k, (x, y) in enumerate(kp.tolist()):
         edge = colour or _SIDE_COLOURS[SIDE[k]]
-        ax.scatter([x], [y], s=size, marker=marker, edgecolors=edge, linewidths=1.2,
-                   facecolors=edge if seen[k] else "none", zorder=3)
+        if marker in ("x", "+"):  # line markers have no face to leave hollow
+            ax.scatter([x], [y], s=size, marker=marker, color=edge, linewidths=1.2, zorder=3)
+        else:
+            ax.scatter([x], [y], s=size, marker=marker, edgecolors=edge, linewidths=1.2,
+                       facecolors=edge if seen[k] else "none", zorder=3)
     if title:
         ax.set_title(title)
     return ax
-
-
-def _decode(logits, decoder):
-    from .. import pose
-
-    if decoder not in pose.DECODERS:
-        raise ValueError(f"decoder must be one of {tuple(pose.DECODERS)}, got {decoder!r}")
-    return pose.DECODERS[decoder](logits[None])[0]
 
 
 def draw_pose_heatmap(image, keypoints, joint: int = 0, radius: float = 2.0, logits=None, decoder: str = "centre",
@@ -72,13 +67,13 @@ def draw_pose_heatmap(image, keypoints, joint: int = 0, radius: float = 2.0, log
     x, y = keypoints[joint].tolist()
     draw_skeleton(image, keypoints, visible, ax=axes[0], title=f"{name} at ({x:.1f}, {y:.1f})")
     axes[0].scatter([x], [y], s=160, facecolors="none", edgecolors="yellow", linewidths=2, zorder=4)
-    target = pose.disk_heatmaps(keypoints[joint].float().cpu(), height, width, radius)
+    target = pose.disk_heatmaps(keypoints[joint : joint + 1].float().cpu(), height, width, radius)[0]
     axes[1].imshow(image.detach().float().cpu().permute(1, 2, 0).clip(0, 1))
     axes[1].imshow(target, cmap="Reds", alpha=0.6 * target.numpy(), vmin=0, vmax=1)
     axes[1].set(title=f"disk target, r = {radius:g}: {int(target.sum())} pixels", xlabel="x (pixels)", ylabel="y (pixels)")
     if logits is not None:
         probability = torch.sigmoid(logits[joint].detach().float().cpu())
-        found = _decode(logits[joint : joint + 1].detach().float().cpu(), decoder)[0]
+        found = pose.decode_predictions(logits[joint : joint + 1].detach().float().cpu(), decoder)[0]
         error = float((found - keypoints[joint].float().cpu()).norm())
         handle = axes[2].imshow(probability, cmap="magma", vmin=0, vmax=1)
         axes[2].figure.colorbar(handle, ax=axes[2], fraction=0.046, pad=0.04, label="predicted probability")
