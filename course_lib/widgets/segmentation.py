@@ -19,9 +19,10 @@ def label_colours(num_classes: int) -> ListedColormap:
 
 
 def draw_segmentation(image, pred, target=None, class_names=None, opacity: float = 0.5, axes=None, title: str = ""):
-    """Draw ``image`` ``[3, H, W]`` with the label map ``pred`` ``[H, W]`` laid over it at ``opacity`` (0: the
-    image alone, 1: the labels alone); with ``target`` ``[H, W]``, also the true labels beside it and the
-    IoU of every class of this one scene (``-`` for a class in neither map) in the title.
+    """Draw ``image`` ``[3, H, W]`` (in grey) with the label map ``pred`` ``[H, W]`` laid over it at ``opacity`` (0: the
+    image alone, 1: the labels alone; background pixels, label 0, are left uncoloured); with ``target``
+    ``[H, W]``, also the true labels beside it and the IoU of every class of this one scene (``-`` for a
+    class in neither map) in the title.
 
     ``class_names`` names the labels (their number fixes the colours; default: as many as the largest
     label needs). Returns the axes drawn on (one, or two with ``target``) and the per-class IoU ``[C]``
@@ -45,10 +46,13 @@ def draw_segmentation(image, pred, target=None, class_names=None, opacity: float
         axes = list(axes[0])
     axes = list(np.atleast_1d(axes))
     picture = to_numpy_image(image).clip(0, 1)
+    if picture.ndim == 3:  # the photo in grey, so that the label colours stand out
+        picture = picture.mean(axis=2)
     maps = [(pred, "prediction")] + ([(target, "ground truth")] if target is not None else [])
     for ax, (labels, what) in zip(axes, maps):
-        ax.imshow(picture, cmap="gray")
-        ax.imshow(labels.detach().cpu().numpy(), cmap=cmap, vmin=-0.5, vmax=num_classes - 0.5, alpha=opacity,
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=1)
+        values = labels.detach().cpu().numpy()
+        ax.imshow(np.ma.masked_where(values == 0, values), cmap=cmap, vmin=-0.5, vmax=num_classes - 0.5, alpha=opacity,
                   interpolation="nearest")
         ax.set(title=what, xlabel="x (pixels)", ylabel="y (pixels)")
     iou = None
@@ -59,7 +63,8 @@ def draw_segmentation(image, pred, target=None, class_names=None, opacity: float
         axes[0].figure.suptitle(f"{title}IoU on this scene: {words}; mIoU {float(iou.nanmean()):.3f}", fontsize=10)
     elif title:
         axes[0].set_title(title)
-    handles = [Patch(color=cmap(k), label=name) for k, name in enumerate(names)]
+    handles = [Patch(facecolor="none", edgecolor="0.5", label=f"{names[0]} (uncoloured)")]
+    handles += [Patch(color=cmap(k), label=name) for k, name in enumerate(names) if k]
     axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     axes[0].figure.tight_layout()
     return axes, iou
