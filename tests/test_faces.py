@@ -273,8 +273,52 @@ def test_train_embedding_records_every_step(mining):
     (lambda: faces.align_faces(torch.ones(2, 3, 8, 8), torch.ones(1, 2, 2)), "eyes"),
     (lambda: faces.align_faces(torch.ones(1, 3, 8, 8), torch.ones(1, 2, 2), left=(0.5, 0.5), right=(0.5, 0.5)), "left and right"),
     (lambda: faces.EmbeddingNet(image_size=30), "image_size"),
+    (lambda: faces.EmbeddingNet(normalize=1), "normalize"),
     (lambda: faces.train_embedding(faces.EmbeddingNet(), torch.ones(4, 3, 32, 32), torch.arange(4), mining="hard"), "mining"),
 ])
 def test_bad_arguments_are_named(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+# --- the explorer and its plain-function twin --------------------------------------------------------
+
+def test_draw_face_neighbours_returns_the_nearest_gallery_faces():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib import widgets
+    from course_lib.data.identities import frontal_views, identity_parameters, render_faces
+
+    torch.manual_seed(0)
+    net = faces.EmbeddingNet(embedding_dim=8, width=4)
+    gallery = face_images(torch.arange(10, 16), 3, size=32)
+    axes, neighbours, distances = widgets.draw_face_neighbours(net, 12, gallery, k=4, smile=0.5, glasses=True, turn=0.2)
+    assert len(axes) == 5 and neighbours.shape == (4,) and bool((distances.diff() >= 0).all())
+    # the same search by hand: the drawn query against every aligned gallery face
+    query, eyes = render_faces(identity_parameters([12]), frontal_views(1, smile=0.5, glasses=True, turn=0.2), 32)
+    q = faces.embed(net, faces.align_faces(query, eyes))
+    g = faces.embed(net, faces.align_faces(gallery.images, gallery.eyes))
+    expected = (g - q).norm(dim=1).sort()
+    torch.testing.assert_close(distances, expected.values[:4], rtol=1e-4, atol=1e-5)
+    assert axes[0].get_title() == "query: person 12"
+    assert axes[1].title.get_color() in ("tab:green", "tab:red")
+    plt.close("all")
+    for bad, name in (({"k": 0}, "k"), ({"k": 40}, "k"), ({"smile": 2.0}, "smile"), ({"turn": 1.5}, "turn")):
+        with pytest.raises(ValueError, match=name):
+            widgets.draw_face_neighbours(net, 12, gallery, **bad)
+
+
+def test_face_explorer_offers_the_people_and_attributes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_lib import widgets
+
+    net = faces.EmbeddingNet(embedding_dim=8, width=4)
+    explorer = widgets.face_explorer(net, face_images(torch.arange(20, 24), 2, size=32), identities=[20, 21, 22])
+    controls = {child.description: child for child in explorer.widget.children if hasattr(child, "description")}
+    assert list(controls["person"].options) == [20, 21, 22]
+    assert {"smile", "glasses", "head turn", "tilt (rad)"} <= set(controls)

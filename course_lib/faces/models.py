@@ -37,9 +37,10 @@ class EmbeddingNet(nn.Module):
 
     Three conv stages (3x3 conv, batch norm, ReLU, 2x2 max pooling; ``width``, ``2 * width``,
     ``4 * width`` channels) and a linear layer. The final layer keeps *where* things are (no global
-    pooling): on aligned faces, position is information. :meth:`embed` returns the embedding scaled to
-    unit length; ``forward`` returns the same, or, with ``num_classes``, the logits of a linear classifier
-    over the un-normalised embedding (its penultimate layer).
+    pooling): on aligned faces, position is information. :meth:`embed` returns the embedding, scaled to
+    unit length when ``normalize`` (FaceNet's choice; Hermans et al. train from scratch without it);
+    ``forward`` returns the same, or, with ``num_classes``, the logits of a linear classifier over the
+    un-normalised embedding (DeepFace's penultimate layer).
     """
 
     def __init__(self, embedding_dim: int = 64, num_classes: int | None = None, width: int = 16, image_size: int = 32,
@@ -49,6 +50,8 @@ class EmbeddingNet(nn.Module):
         positive_int("embedding_dim", embedding_dim)
         positive_int("width", width)
         positive_int("in_channels", in_channels)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be True or False, got {normalize!r}")
         if positive_int("image_size", image_size) % 8:
             raise ValueError(f"image_size must be a multiple of 8 (three 2x2 poolings), got {image_size}")
         if num_classes is not None:
@@ -60,7 +63,7 @@ class EmbeddingNet(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_classes) if num_classes is not None else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit-length embeddings ``[N, embedding_dim]``."""
+        """Embeddings ``[N, embedding_dim]`` (unit length when ``normalize``)."""
         e = self.features(x)
         return F.normalize(e, dim=1) if self.normalize else e
 
@@ -93,7 +96,7 @@ def identity_batches(identity: torch.Tensor, identities_per_batch: int, images_p
     positive_int("identities_per_batch", identities_per_batch)
     positive_int("images_per_identity", images_per_identity)
     labels = identity.cpu()
-    names, inverse, counts = labels.unique(return_inverse=True, return_counts=True)
+    _, inverse, counts = labels.unique(return_inverse=True, return_counts=True)
     order = inverse.argsort(stable=True)
     starts = torch.cumsum(counts, 0) - counts
     usable = torch.nonzero(counts >= images_per_identity).flatten()

@@ -3,7 +3,6 @@ faces of a gallery the embedding puts nearest."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import torch
 
 __all__ = ["draw_face_neighbours", "face_explorer"]
 
