@@ -35,20 +35,21 @@ def _check_labels(pred, target, num_classes, ignore_index):
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
     if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)):
         raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    if ignore_index is None:
-        pred, target = pred.flatten(), target.flatten()
-    else:
-        keep = target != ignore_index
-        pred, target = pred[keep], target[keep]
-    for name, value in (("pred", pred), ("target", target)):
+    ignored = target == ignore_index if ignore_index is not None else None
+    checked = target if ignored is None else torch.where(ignored, 0, target)
+    for name, value in (("pred", pred), ("target", checked)):
         if value.numel():
             low, high = (int(v) for v in torch.aminmax(value))
             if low < 0 or high >= num_classes:
                 raise ValueError(
                     f"{name} labels must lie in 0..{num_classes - 1} (num_classes={num_classes})"
-                    f"{'' if ignore_index is None else f' or be ignore_index={ignore_index} in target'}, "
+                    f"{'' if ignore_index is None or name == 'pred' else f' or be ignore_index={ignore_index}'}, "
                     f"got values from {low} to {high}"
                 )
+    if ignored is not None:
+        # Ignored pixels go to an extra class num_classes, whose row of the confusion matrix is dropped:
+        # no boolean indexing (a copy of every kept pixel), so large label maps stay fast.
+        target = torch.where(ignored, num_classes, target.long())
     return pred, target
 
 
@@ -59,7 +60,9 @@ def segmentation_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes
     target is ``ignore_index`` are not counted (their prediction does not matter).
     """
     pred, target = _check_labels(pred, target, num_classes, ignore_index)
-    return confusion_matrix(pred, target, num_classes)
+    if ignore_index is None:
+        return confusion_matrix(pred, target, num_classes)
+    return confusion_matrix(pred, target, num_classes + 1)[:num_classes, :num_classes]
 
 
 def iou_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
