@@ -119,6 +119,8 @@ def test_segmentation_scores_boundary_counts_only_the_band():
     (lambda: mean_iou(torch.zeros(2, 2), torch.zeros(2, 2), 2), "pred must hold integer"),
     (lambda: mean_iou(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long), 2), "same shape"),
     (lambda: mean_iou(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 3), 2), "target labels must lie in 0..1"),
+    (lambda: mean_iou(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[2, 255]]), 2, 255), "or be ignore_index=255"),
+    (lambda: mean_iou(torch.tensor([[0, 2]]), torch.tensor([[0, 255]]), 2, 255), "pred labels must lie in 0..1"),
     (lambda: mean_iou(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long), 0), "num_classes"),
     (lambda: mean_iou(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long), 2), "pred must be 2-D or 3-D"),
     (lambda: mean_iou(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long), 2, ignore_index=1.5), "ignore_index"),
