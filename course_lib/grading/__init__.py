@@ -29,7 +29,7 @@ __all__ = ["check", "summary", "grade_cases", "run_cases", "diagnose", "CheckRes
 
 # Every module of this package except the machinery below is a lecture's exercise module; each
 # registers its exercises (with their lecture) when imported, so adding a lecture touches no list.
-_MACHINERY = {"core", "cli", "harness", "sandbox", "serialize"}
+_MACHINERY = {"core", "cli", "cluster", "harness", "sandbox", "serialize"}
 
 
 def _load_all() -> None:

@@ -4,7 +4,9 @@
 own kernel (:mod:`~course_lib.grading.sandbox`), takes back only the raw outputs of the student's
 functions on hidden cases, and scores them here, in this process, against the oracles. It writes
 ``grades/grades.csv`` and ``grades/feedback/<student>.md`` after each submission, atomically, so an
-interrupted run keeps everything already graded and the next run skips it.
+interrupted run keeps everything already graded and the next run skips it. With ``--cluster`` the
+kernels run on the workers of a Dask cluster instead (:mod:`~course_lib.grading.cluster`); the
+cases, the oracles and the scoring stay here either way.
 
 ``course-release release/`` copies what students get (README, lectures, exercises, the library)
 and nothing else: no solutions, no tests.
@@ -30,7 +32,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from . import CheckResult, grade_cases, serialize
 from .core import HIDDEN_SEED_ENV, REGISTRY, case_generator, exercise_names, get_exercise
-from .sandbox import Limits, Outcome, Sandbox, library_root, message_context, run_submission
+from .sandbox import Limits, Outcome, Sandbox, library_root, message_context, private_paths, run_submission
 
 __all__ = ["grade_main", "release_main", "grade_batch", "score", "release", "feedback", "summary", "mistake_counts"]
 
@@ -73,9 +75,12 @@ def draw_cases(assignment: str, seed: int) -> dict:
 
 
 def grade_batch(assignment: str, submissions: list, out: Path, *, jobs: int = 1, limits: Limits = Limits(),
-                force: bool = False, seed: int | None = None, sandbox: bool = True, progress: bool = True) -> dict:
+                force: bool = False, seed: int | None = None, sandbox: bool = True, progress: bool = True,
+                cluster: str | None = None) -> dict:
     """Grade ``submissions`` (notebook paths; the student id is the file's stem) into ``out``.
 
+    Kernels run here, ``jobs`` at a time, or with ``cluster`` (a Dask scheduler's address, or
+    ``"local:N"``) on that cluster's workers (:mod:`~course_lib.grading.cluster`).
     Returns every row of ``out/grades.csv`` (this run's and earlier ones'), keyed by student.
     Raises ``ValueError`` for bad arguments, never for a bad submission.
     """
@@ -86,37 +91,81 @@ def grade_batch(assignment: str, submissions: list, out: Path, *, jobs: int = 1,
     students = _students(submissions)
     out = Path(out)
     (out / "feedback").mkdir(parents=True, exist_ok=True)
-    seed, rows = _resume(out, assignment, names, seed, force)
+    seed, rows, ran_on = _resume(out, assignment, names, seed, force)
     todo = [(student, path) for student, path in students.items() if force or student not in rows]
+    for student, _ in todo:  # where a regraded student ran before no longer applies
+        ran_on.pop(student, None)
     cases = draw_cases(assignment, seed)
-    if limits.threads is None:  # share the cores between concurrent kernels
-        limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // max(jobs, 1)))
+    # What no kernel may read, wherever it runs: the grades and the submissions.
+    hidden = [out, *(path for submission in students.values() for path in (submission, submission.parent))]
+    if cluster is None:
+        if limits.threads is None:  # share the cores between concurrent kernels
+            limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // max(jobs, 1)))
+        runner = _Here(jobs, limits, hidden, sandbox)
+    else:
+        from .cluster import ClusterRunner  # Dask is imported only for a cluster run
 
-    scratch_root = Path(tempfile.mkdtemp(prefix="course-grade-"))
-    try:
-        hidden = [out, scratch_root, Path.home(), Path("/root"), Path("/home"), library_root() / "solutions"]
-        hidden += [path for submission in students.values() for path in (submission, submission.parent)]
-        box = Sandbox.probe(scratch_root / "probe", hidden, enabled=sandbox, limits=limits)
-        _write_state(out, assignment, names, seed, box.status)
+        runner = ClusterRunner(cluster, limits, hidden, sandbox)
+
+    with runner:
+        def save_state() -> None:
+            _write_state(out, assignment, names, seed, runner.status, runner.state(ran_on))
+
+        save_state()
         print(f"{assignment}: grading {len(todo)} of {len(students)} submissions "
-              f"({len(students) - len(todo)} already graded); {box.status}", file=sys.stderr)
+              f"({len(students) - len(todo)} already graded){runner.where}; {runner.status}", file=sys.stderr)
         bar = tqdm(total=len(todo), desc="grading", unit="notebook", disable=None if progress else True)
 
-        def record(student: str, outcome: Outcome) -> None:
+        def record(student: str, outcome: Outcome, worker: str | None = None) -> None:
             results = score(cases, outcome)
             _write_atomic(out / "feedback" / f"{student}.md", feedback(assignment, student, outcome, results))
             rows[student] = _row(student, outcome, results)
             _write_atomic(out / GRADES_FILE, _grades_csv(names, rows))
+            if worker is not None:
+                ran_on[student] = worker
+                save_state()
             bar.update()
 
         try:
-            asyncio.run(_grade_all(todo, cases, box, limits, scratch_root, jobs, record))
+            runner.grade(todo, cases, record)
         finally:
             bar.close()
-            _write_state(out, assignment, names, seed, box.status)  # again, in case an unsandboxed kernel wrote there
-    finally:
-        shutil.rmtree(scratch_root, ignore_errors=True)
+            save_state()  # again, in case an unsandboxed kernel wrote there
+    report = runner.report()
+    if report:
+        print(report, file=sys.stderr)
     return rows
+
+
+class _Here:
+    """Kernels on this machine, ``jobs`` at a time: how :func:`grade_batch` runs without a cluster.
+
+    :class:`~course_lib.grading.cluster.ClusterRunner` is the same interface over Dask workers.
+    """
+
+    where = ""
+
+    def __init__(self, jobs: int, limits: Limits, hidden: list, sandbox: bool):
+        self.jobs, self.limits, self.hidden, self.sandbox = jobs, limits, hidden, sandbox
+
+    def __enter__(self) -> "_Here":
+        self.scratch_root = Path(tempfile.mkdtemp(prefix="course-grade-"))
+        hidden = self.hidden + private_paths(self.scratch_root)
+        self.box = Sandbox.probe(self.scratch_root / "probe", hidden, enabled=self.sandbox, limits=self.limits)
+        self.status = self.box.status
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.scratch_root, ignore_errors=True)
+
+    def grade(self, todo: list, cases: dict, record) -> None:
+        asyncio.run(_grade_all(todo, cases, self.box, self.limits, self.scratch_root, self.jobs, record))
+
+    def state(self, ran_on: dict) -> dict:
+        return {}
+
+    def report(self) -> str:
+        return ""
 
 
 def _students(submissions) -> dict:
@@ -155,8 +204,9 @@ async def _grade_all(todo, cases, box: Sandbox, limits: Limits, scratch_root: Pa
 
 # --- state of an output directory ----------------------------------------------------------------
 
-def _resume(out: Path, assignment: str, names: list, seed: int | None, force: bool) -> tuple[int, dict]:
-    """The seed to use and the rows already graded, checked against what ``out`` holds."""
+def _resume(out: Path, assignment: str, names: list, seed: int | None, force: bool) -> tuple[int, dict, dict]:
+    """The seed to use, the rows already graded and the workers they ran on (cluster runs), checked
+    against what ``out`` holds."""
     state_path = out / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     if seed is None and os.environ.get(HIDDEN_SEED_ENV, "").strip():
@@ -174,11 +224,11 @@ def _resume(out: Path, assignment: str, names: list, seed: int | None, force: bo
         if not force:
             raise ValueError(f"{out} was graded with other exercises ({state.get('exercises')}); pass --force to regrade")
         rows = {}
-    return seed, rows
+    return seed, rows, {student: worker for student, worker in state.get("ran_on", {}).items() if student in rows}
 
 
-def _write_state(out: Path, assignment: str, names: list, seed: int, sandbox: str) -> None:
-    state = {"assignment": assignment, "exercises": names, "seed": seed, "sandbox": sandbox, "course_lib": __version__}
+def _write_state(out: Path, assignment: str, names: list, seed: int, sandbox: str, extra: dict) -> None:
+    state = {"assignment": assignment, "exercises": names, "seed": seed, "sandbox": sandbox, "course_lib": __version__, **extra}
     _write_atomic(out / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
@@ -349,7 +399,7 @@ def release(source: Path, dest: Path, force: bool = False) -> list[str]:
 # --- command lines -------------------------------------------------------------------------------------
 
 def grade_main(argv=None) -> int:
-    """``course-grade ASSIGNMENT SUBMISSION... --out DIR [--jobs N] [--timeout S] [--memory MB] [--force]``."""
+    """``course-grade ASSIGNMENT SUBMISSION... --out DIR [--jobs N | --cluster ADDRESS] [--timeout S] [--memory MB] [--force]``."""
     parser = argparse.ArgumentParser(
         prog="course-grade",
         description="Grade submitted notebooks in isolated kernels against hidden cases.",
@@ -359,7 +409,11 @@ def grade_main(argv=None) -> int:
     parser.add_argument("assignment", help="exercise notebook stem, e.g. 01_conv_arithmetic")
     parser.add_argument("submissions", nargs="+", type=Path, help="submitted notebooks; the student id is the file's stem")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="where grades.csv and feedback/ go")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="kernels run at once (default 1)")
+    parser.add_argument("--jobs", type=int, metavar="N", help="kernels run at once on this machine (default 1)")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the kernels on the workers of the Dask cluster whose scheduler is at ADDRESS "
+                             "(tcp://host:8786), or on N local worker processes (local:N); needs "
+                             'pip install "cnn-workbook[cluster]"')
     parser.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
                         help="limit for running a notebook, and again for calling its functions (default 300)")
     parser.add_argument("--memory", type=int, default=4096, metavar="MB", help="memory a kernel may allocate (default 4096)")
@@ -368,14 +422,24 @@ def grade_main(argv=None) -> int:
     parser.add_argument("--full", action="store_true", help="run notebooks in full mode (default: COURSE_FAST=1)")
     parser.add_argument("--no-sandbox", action="store_true", help="do not use bubblewrap even where it works")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.timeout <= 0 or args.memory < 256:
+    if (args.jobs is not None and args.jobs < 1) or args.timeout <= 0 or args.memory < 256:
         parser.error("--jobs must be >= 1, --timeout > 0 and --memory >= 256")
+    if args.jobs is not None and args.cluster:
+        parser.error("--jobs is for grading on this machine; on a cluster each worker runs as many kernels as it has threads")
+    cluster_errors = ()
+    if args.cluster:
+        from .cluster import ClusterError  # the module imports Dask only once a run starts
+
+        cluster_errors = ClusterError
     limits = Limits(timeout=args.timeout, memory_mb=args.memory, fast=not args.full)
     try:
-        rows = grade_batch(args.assignment, args.submissions, args.out, jobs=args.jobs, limits=limits,
-                           force=args.force, seed=args.seed, sandbox=not args.no_sandbox)
+        rows = grade_batch(args.assignment, args.submissions, args.out, jobs=args.jobs or 1, limits=limits,
+                           force=args.force, seed=args.seed, sandbox=not args.no_sandbox, cluster=args.cluster)
     except ValueError as err:
         parser.error(str(err))
+    except cluster_errors as err:
+        print(f"course-grade: {err}\nwhat was graded so far is saved in {args.out}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: what was graded so far is saved in {args.out}", file=sys.stderr)
         return 130

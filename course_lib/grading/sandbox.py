@@ -1,10 +1,15 @@
 """Run one student notebook in its own kernel and bring back only raw outputs.
 
-:func:`run_submission` gives each submission a scratch directory and a fresh kernel (started by
+:func:`run_notebook` gives each submission a scratch directory and a fresh kernel (started by
 ``jupyter_client`` and driven cell by cell by ``nbclient``), runs the notebook's code cells under a
 time limit, then runs :mod:`~course_lib.grading.harness` once per exercise in the same kernel and
-reads back the outputs it wrote. Comparing those outputs with the oracles is the caller's job,
-in its own process (see :mod:`~course_lib.grading.cli`).
+reads back the outputs it wrote. It takes only the notebook's bytes and the cases' inputs
+(:func:`case_inputs`: arguments as data-only JSON, never the expected answers) and returns the
+*raw outcome*: plain JSON data holding the harness's output documents as the kernel wrote them,
+undecoded. :func:`decode_outcome` turns it into an :class:`Outcome` wherever the cases are, so the
+kernel can run on another machine (:mod:`~course_lib.grading.cluster`) while only plain data
+travels. :func:`run_submission` does both on this machine. Comparing the outputs with the oracles
+is the caller's job, in its own process (see :mod:`~course_lib.grading.cli`).
 
 The kernel is confined three ways:
 
@@ -37,7 +42,7 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import zmq
@@ -51,7 +56,9 @@ from nbformat.v4 import new_code_cell, new_notebook
 from . import serialize
 from .core import HIDDEN_SEED_ENV
 
-__all__ = ["Limits", "Outcome", "Sandbox", "InvalidNotebook", "library_root", "read_code_cells", "run_submission", "collect_outputs"]
+__all__ = ["Limits", "Outcome", "Sandbox", "InvalidNotebook", "library_root", "private_paths", "read_notebook",
+           "read_code_cells", "case_inputs", "run_notebook", "not_run", "decode_outcome", "run_submission",
+           "read_outputs", "parse_outputs", "collect_outputs"]
 
 NOTEBOOK_LIMIT = 100 * 2**20  # bytes of notebook JSON worth reading
 MESSAGE_LIMIT = 32 * 2**20  # bytes of one kernel message; bigger ones are dropped by zmq
@@ -147,6 +154,12 @@ def library_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def private_paths(scratch_root: Path) -> list[Path]:
+    """What kernels on this machine must never read, besides what the grader names: every
+    submission's scratch directory (their own is mounted back), home directories, ``solutions/``."""
+    return [scratch_root, Path.home(), Path("/root"), Path("/home"), library_root() / "solutions"]
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-submission limits. ``timeout`` applies to running the notebook and, separately, to
@@ -164,7 +177,8 @@ class Outcome:
     """What one submission's kernel produced.
 
     ``outputs`` maps each exercise to its list of ``(status, value)`` pairs (see
-    :func:`~course_lib.grading.run_cases`) or, when there are none, to the reason why.
+    :func:`~course_lib.grading.run_cases`) or, when there are none, to the reason why. (While a
+    kernel runs, in :func:`run_notebook`, it maps each exercise to its raw entry instead.)
     ``status`` is ``"ok"``, ``"timeout"``, ``"crashed"``, ``"invalid"`` or ``"error"``;
     ``reason`` explains any status but ``"ok"``; ``cell_errors`` lists the notebook's own errors.
     """
@@ -179,13 +193,21 @@ class InvalidNotebook(ValueError):
     """A submission that is not a readable Jupyter notebook."""
 
 
-def read_code_cells(path: Path) -> list[str]:
-    """The source of every code cell of the notebook at ``path``; ``InvalidNotebook`` otherwise."""
+def read_notebook(path: Path) -> bytes:
+    """The bytes of the notebook file at ``path``; ``InvalidNotebook`` if unreadable or too large."""
     try:
         with open(path, "rb") as file:
             raw = file.read(NOTEBOOK_LIMIT + 1)
     except OSError as err:
         raise InvalidNotebook(f"cannot read the file: {err.strerror}") from None
+    if len(raw) > NOTEBOOK_LIMIT:
+        raise InvalidNotebook(f"the file is over {NOTEBOOK_LIMIT // 2**20} MB")
+    return raw
+
+
+def read_code_cells(notebook: Path | bytes) -> list[str]:
+    """The source of every code cell of a notebook (a file, or its bytes); ``InvalidNotebook`` otherwise."""
+    raw = notebook if isinstance(notebook, bytes) else read_notebook(notebook)
     if len(raw) > NOTEBOOK_LIMIT:
         raise InvalidNotebook(f"the file is over {NOTEBOOK_LIMIT // 2**20} MB")
     try:
@@ -367,25 +389,41 @@ def _excerpt(source: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-async def run_submission(notebook: Path, scratch: Path, cases: dict, sandbox: Sandbox, limits: Limits, context) -> Outcome:
-    """Run ``notebook`` in a fresh kernel in ``scratch`` and collect its outputs on ``cases``.
+def case_inputs(cases: dict) -> dict[str, str]:
+    """What a kernel gets of ``cases`` (exercise name to list of :class:`~course_lib.grading.core.Case`):
+    each exercise's case arguments as data-only JSON text. Never the expected answers."""
+    return {name: serialize.dumps([[case.args, case.kwargs] for case in exercise_cases])
+            for name, exercise_cases in cases.items()}
 
-    ``cases`` maps exercise names to lists of :class:`~course_lib.grading.core.Case`; only their
-    arguments enter the kernel. Never raises for anything the submission does.
+
+def not_run(status: str, reason: str, names, why: str) -> dict:
+    """The raw outcome of a submission whose functions were never called: ``why`` for each of ``names``."""
+    return {"status": status, "reason": reason, "cell_errors": [], "outputs": {name: {"reason": why} for name in names}}
+
+
+async def run_notebook(notebook: bytes, scratch: Path, inputs: dict, sandbox: Sandbox, limits: Limits, context) -> dict:
+    """Run the notebook ``notebook`` (its bytes) in a fresh kernel in ``scratch`` and call its functions
+    on ``inputs`` (:func:`case_inputs`); return the raw outcome, plain JSON data::
+
+        {"status": "ok", "reason": "", "cell_errors": ["NameError: ..."],
+         "outputs": {name: {"raw": "<the harness's output document>"} or {"reason": "why there is none"}}}
+
+    The output documents are passed on as the kernel wrote them: :func:`decode_outcome` parses and
+    checks them where the cases are. Never raises for anything the submission does.
     """
     try:
         sources = read_code_cells(notebook)
     except InvalidNotebook as err:
-        return Outcome("invalid", f"invalid notebook: {err}", dict.fromkeys(cases, f"not run: {err}"))
+        return not_run("invalid", f"invalid notebook: {err}", inputs, f"not run: {err}")
     for sub in ("cases", "outputs", "tmp", "home"):
         (scratch / sub).mkdir(parents=True, exist_ok=True)
-    for name, exercise_cases in cases.items():
-        (scratch / "cases" / f"{name}.json").write_text(serialize.dumps([[c.args, c.kwargs] for c in exercise_cases]))
-    shutil.copyfile(notebook, scratch / "submission.ipynb")
+    for name, text in inputs.items():
+        (scratch / "cases" / f"{name}.json").write_text(text)
+    (scratch / "submission.ipynb").write_bytes(notebook)
 
     harness = ["import course_lib.grading.harness as _h; _h.prepare()"] + [
         f"import course_lib.grading.harness as _h; _h.run({name!r}, 'cases/{name}.json', 'outputs/{name}.json', globals())"
-        for name in cases
+        for name in inputs
     ]
     km = _KernelManager(lambda cmd: sandbox.wrap(cmd, scratch, limits), scratch, context=context)
     client = _Client(
@@ -407,16 +445,51 @@ async def run_submission(notebook: Path, scratch: Path, cases: dict, sandbox: Sa
         await client.async_start_new_kernel_client()
     except Exception as err:  # noqa: BLE001 - any failure to start is this submission's error, not the batch's
         await run.stop()
-        return Outcome("error", f"the kernel did not start: {err}", dict.fromkeys(cases, "not run: the kernel did not start"))
+        return not_run("error", f"the kernel did not start: {err}", inputs, "not run: the kernel did not start")
     try:
         outcome = await run.notebook(limits.timeout)
         if await km.is_alive():
-            await run.harness(cases, limits.timeout, scratch / "outputs", outcome)
-        for name in cases:
-            outcome.outputs.setdefault(name, f"not run: {outcome.reason}")
-        return outcome
+            await run.harness(list(inputs), limits.timeout, scratch / "outputs", outcome)
+        for name in inputs:
+            outcome.outputs.setdefault(name, {"reason": f"not run: {outcome.reason}"})
+        return asdict(outcome)
     finally:
         await run.stop()
+
+
+_OUTCOME_STATUSES = ("ok", "timeout", "crashed", "invalid", "error")
+
+
+def decode_outcome(raw, cases: dict) -> Outcome:
+    """The :class:`Outcome` of a raw outcome from :func:`run_notebook`, its outputs parsed and
+    decoded as plain data (:func:`parse_outputs`) against ``cases``. ``ValueError`` if malformed."""
+    if (type(raw) is not dict or raw.get("status") not in _OUTCOME_STATUSES or type(raw.get("reason")) is not str
+            or type(raw.get("outputs")) is not dict or type(raw.get("cell_errors")) is not list):
+        raise ValueError("malformed raw outcome")
+    outputs = {}
+    for name, exercise_cases in cases.items():
+        entry = raw["outputs"].get(name)
+        if type(entry) is dict and type(entry.get("raw")) is str:
+            outputs[name] = parse_outputs(entry["raw"], name, len(exercise_cases))
+        elif type(entry) is dict and type(entry.get("reason")) is str:
+            outputs[name] = entry["reason"]
+        else:
+            outputs[name] = f"not run: {raw['reason']}"
+    return Outcome(raw["status"], raw["reason"], outputs, [str(error) for error in raw["cell_errors"]])
+
+
+async def run_submission(notebook: Path, scratch: Path, cases: dict, sandbox: Sandbox, limits: Limits, context) -> Outcome:
+    """Run the notebook file ``notebook`` in a fresh kernel in ``scratch`` and collect its outputs on
+    ``cases`` (exercise names to lists of :class:`~course_lib.grading.core.Case`), on this machine:
+    :func:`run_notebook` then :func:`decode_outcome`. Never raises for anything the submission does.
+    """
+    try:
+        data = read_notebook(notebook)
+    except InvalidNotebook as err:
+        raw = not_run("invalid", f"invalid notebook: {err}", cases, f"not run: {err}")
+    else:
+        raw = await run_notebook(data, scratch, case_inputs(cases), sandbox, limits, context)
+    return decode_outcome(raw, cases)
 
 
 class _Run:
@@ -478,12 +551,13 @@ class _Run:
                                f"(`{_excerpt(cell.source)}`); what it had defined by then was graded", cell_errors=self.errors)
         return Outcome("ok", cell_errors=self.errors)
 
-    async def harness(self, cases: dict, timeout: float, out_dir: Path, outcome: Outcome) -> None:
-        """Load the harness, then run each exercise's cell, sharing ``timeout`` fairly; fill ``outcome``."""
+    async def harness(self, names: list, timeout: float, out_dir: Path, outcome: Outcome) -> None:
+        """Load the harness, then run each exercise's cell, sharing ``timeout`` fairly; put each
+        exercise's raw entry (its output document, or why there is none) in ``outcome.outputs``."""
         deadline = time.monotonic() + timeout
         notebook_errors = len(self.errors)
         cells = [("the grading harness", self.notebook_cells)]
-        cells += [(name, self.notebook_cells + 1 + k) for k, name in enumerate(cases)]
+        cells += [(name, self.notebook_cells + 1 + k) for k, name in enumerate(names)]
         for k, (name, index) in enumerate(cells):
             # Loading imports every exercise module (seconds: torchvision); it may use the whole
             # budget, and each exercise gets an equal share of what is left.
@@ -497,16 +571,23 @@ class _Run:
                 break
             if k == 0:
                 continue
-            outputs = collect_outputs(out_dir, name, len(cases[name]))
-            if outputs is None:
+            raw = read_outputs(out_dir, name)
+            if raw is None:
                 if time.monotonic() - started >= share:
-                    outputs = f"calling {name} on the cases took longer than {share:.0f} s"
+                    reason = f"calling {name} on the cases took longer than {share:.0f} s"
                     if outcome.status == "ok":
-                        outcome.status, outcome.reason = "timeout", outputs
+                        outcome.status, outcome.reason = "timeout", reason
                 else:
                     failure = self.errors[-1] if len(self.errors) > notebook_errors else "no output"
-                    outputs = f"the grading harness could not run {name} ({failure})"
-            outcome.outputs[name] = outputs
+                    reason = f"the grading harness could not run {name} ({failure})"
+                outcome.outputs[name] = {"reason": reason}
+            elif isinstance(raw, str):
+                outcome.outputs[name] = {"reason": raw}
+            else:
+                try:
+                    outcome.outputs[name] = {"raw": raw.decode("utf-8")}
+                except UnicodeDecodeError:
+                    outcome.outputs[name] = {"reason": f"the outputs of {name} are unreadable (not UTF-8 text)"}
         del self.errors[notebook_errors:]  # the harness's own errors are reported per exercise
 
     async def stop(self) -> None:
@@ -523,12 +604,13 @@ class _Run:
 _STATUSES = ("ok", "error", "not implemented")
 
 
-def collect_outputs(out_dir: Path, name: str, n_cases: int):
-    """The harness's outputs for ``name``: ``n_cases`` checked ``(status, value)`` pairs, a reason
-    (``str``) why they are unusable, or ``None`` when the harness wrote nothing.
+def read_outputs(out_dir: Path, name: str):
+    """The bytes of the harness's output document for ``name``, a reason (``str``) why they cannot
+    be read, or ``None`` when the harness wrote nothing.
 
     The kernel controls ``out_dir``, so the file is opened without following links, only if it is
-    a regular file, and read up to ``serialize.MAX_BYTES``; every value is decoded as plain data.
+    a regular file, and read up to one byte over ``serialize.MAX_BYTES`` (:func:`parse_outputs`
+    refuses that).
     """
     try:
         folder = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
@@ -543,7 +625,12 @@ def collect_outputs(out_dir: Path, name: str, n_cases: int):
     with os.fdopen(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return f"the outputs of {name} are not in a regular file"
-        raw = file.read(serialize.MAX_BYTES + 1)
+        return file.read(serialize.MAX_BYTES + 1)
+
+
+def parse_outputs(raw: str | bytes, name: str, n_cases: int):
+    """The harness's output document for ``name`` as ``n_cases`` checked ``(status, value)`` pairs,
+    or a reason (``str``) why it is unusable. Every value is decoded as plain data."""
     try:
         document = serialize.parse(raw)
     except ValueError as err:
@@ -557,6 +644,13 @@ def collect_outputs(out_dir: Path, name: str, n_cases: int):
     if "not implemented" in [status for status, _ in pairs]:
         return pairs
     return pairs + [("error", "no output came back for this case")] * (n_cases - len(pairs))
+
+
+def collect_outputs(out_dir: Path, name: str, n_cases: int):
+    """The harness's outputs for ``name`` in ``out_dir``, read and parsed here: checked pairs, a
+    reason (``str``) why they are unusable, or ``None`` when the harness wrote nothing."""
+    raw = read_outputs(out_dir, name)
+    return raw if raw is None or isinstance(raw, str) else parse_outputs(raw, name, n_cases)
 
 
 def _checked_pair(item) -> tuple:
