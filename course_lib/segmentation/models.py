@@ -79,29 +79,22 @@ class PatchClassifier(nn.Module):
         return network.train(self.training)
 
 
-def _mobilenet_stages(pretrained: bool) -> nn.ModuleList:
-    """MobileNetV2's ``features[:14]`` cut into four stages ending at strides 2, 4, 8 and 16 (16, 24, 32 and
-    96 channels), with ImageNet weights (:func:`course_lib.transfer.pretrained`) or torchvision's random
-    initialisation."""
-    if not isinstance(pretrained, bool):
-        raise ValueError(f"pretrained must be True or False, got {pretrained!r}")
-    from .. import transfer
-
-    backbone = transfer.pretrained("mobilenet_v2", quiet=True) if pretrained else torchvision.models.mobilenet_v2()
-    return nn.ModuleList([backbone.features[start:end] for start, end in ((0, 2), (2, 4), (4, 7), (7, 14))])
-
-
 class _MobileNetEncoder(nn.Module):
-    """:class:`FCN`'s encoder: normalises RGB images in [0, 1] with ImageNet's statistics and returns the
-    maps at strides 2, 4, 8 and 16."""
+    """:class:`FCN`'s encoder: torchvision's MobileNetV2 ``features[:14]`` (ImageNet weights from
+    :func:`course_lib.transfer.pretrained`, or torchvision's random initialisation) in three stages that
+    end at strides 4, 8 and 16 (24, 32 and 96 channels). Normalises RGB images in [0, 1] with ImageNet's
+    statistics and returns the three maps."""
 
-    CHANNELS = (16, 24, 32, 96)
+    CHANNELS = (24, 32, 96)
 
     def __init__(self, pretrained: bool):
         super().__init__()
-        self.stages = _mobilenet_stages(pretrained)
+        if not isinstance(pretrained, bool):
+            raise ValueError(f"pretrained must be True or False, got {pretrained!r}")
         from .. import transfer
 
+        backbone = transfer.pretrained("mobilenet_v2", quiet=True) if pretrained else torchvision.models.mobilenet_v2()
+        self.stages = nn.ModuleList([backbone.features[start:end] for start, end in ((0, 4), (4, 7), (7, 14))])
         self.register_buffer("mean", torch.tensor(transfer.IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(transfer.IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
