@@ -54,6 +54,10 @@ exercises: $(STAMP)  ## regenerate exercises/ from solutions/
 bench: $(STAMP)  ## speed ratios against PyTorch
 	$(BIN)/python -m course_lib.bench
 
+.PHONY: bench-grading
+bench-grading: $(STAMP)  ## course-grade's submissions per minute: --jobs 2 here vs a 2-worker local Dask cluster
+	OMP_NUM_THREADS=1 $(BIN)/python -m course_lib.grading.cluster bench --n 20 --workers 2
+
 dist: $(STAMP)  ## build the sdist and wheel into dist/ and check their metadata (README: Publishing)
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .

@@ -205,6 +205,8 @@ def test_a_worker_that_dies_mid_submission_loses_nothing(runs):
     workers = state["cluster"]["workers"]
     assert sum(worker["graded"] for worker in workers.values()) == len(state["ran_on"])
     assert len(workers) >= 3, "the restarted workers were not used"
+    # The scheduler's own retries are off for the run (each death reaches the grader), then restored.
+    assert [kwargs["value"] for name, _, kwargs in runs["sent"] if name == "run_on_scheduler"] == [0, 3]
     assert state["sandbox"] in {sandbox_summary({address: worker["sandbox"] for address, worker in workers.items()})}
 
 
@@ -248,7 +250,7 @@ def test_the_run_says_where_each_submission_ran_and_every_workers_sandbox(runs):
     assert first.startswith(f"{ASSIGNMENT}: grading {len(runs['batch'])} of {len(runs['batch'])} submissions (0 already graded) "
                             f"on 2 Dask workers at {scheduler}; ")
     assert first.endswith(", on all 2 workers")  # the sandbox of this machine's workers is one kind
-    assert f"where the submissions ran ({len(workers)} workers at {scheduler}):" in said
+    assert f"where the submissions ran ({len(workers)} Dask workers at {scheduler}):" in said
     for address, worker in workers.items():
         assert f"  {address}  " in said and worker["sandbox"].startswith(("sandboxed", "not sandboxed", "unknown"))
     assert "run again after their worker died: doomed, sleeper" in said or "run again after their worker died: sleeper, doomed" in said

@@ -283,8 +283,11 @@ class ClusterRunner:
 
     @property
     def where(self) -> str:
+        return f" on {self._workers_at()}"
+
+    def _workers_at(self) -> str:
         count = len(self.workers)
-        return f" on {count} Dask worker{'s' if count != 1 else ''} at {self.scheduler}"
+        return f"{count} Dask worker{'s' if count != 1 else ''} at {self.scheduler}"
 
     def state(self, ran_on: dict) -> dict:
         """What grading.json records of the run: the scheduler, every worker, and where each student ran."""
@@ -293,7 +296,7 @@ class ClusterRunner:
     def report(self) -> str:
         """Where the submissions ran: per worker, its address, count and sandbox; then retries."""
         width = max(len(address) for address in self.workers) if self.workers else 0
-        lines = [f"where the submissions ran ({len(self.workers)} workers at {self.scheduler}):"]
+        lines = [f"where the submissions ran ({self._workers_at()}):"]
         lines += [f"  {address:<{width}}  {worker['graded']:>4} submission{'s' if worker['graded'] != 1 else ' '}  {worker['sandbox']}"
                   for address, worker in self.workers.items()]
         if self.retried:
