@@ -186,3 +186,47 @@ def test_networks_output_shapes_and_a_short_training_run_lowers_the_loss():
 def test_bad_arguments_raise_value_errors_naming_them(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+def test_decode_predictions_reads_logits_three_ways():
+    logits = torch.full((1, 2, 6, 8), -8.0)
+    logits[0, 0, 2, 5] = 3.0  # one peak at (5, 2)
+    logits[0, 1, 4, 1:4] = 9.0  # three pixels the network is sure about, around (2, 4)
+    logits[0, 1, 4, 2] = 9.5
+    assert pose.decode_predictions(logits, "argmax").tolist() == [[[5.0, 2.0], [2.0, 4.0]]]
+    assert pose.decode_predictions(logits, "centre").tolist() == [[[5.0, 2.0], [2.0, 4.0]]]
+    logits[0, 1, 4, 2] = 8.0  # no longer the highest: argmax takes the plateau's first pixel, centre its middle
+    assert pose.decode_predictions(logits, "argmax")[0, 1].tolist() == [1.0, 4.0]
+    assert pose.decode_predictions(logits, "centre")[0, 1].tolist() == [2.0, 4.0]
+    assert torch.allclose(pose.decode_predictions(logits, "soft-argmax"), pose.soft_argmax(logits))
+    with pytest.raises(ValueError, match="decoder"):
+        pose.decode_predictions(logits, "median")
+
+
+def test_drawing_helpers_and_explorer():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib import widgets
+
+    images, kp, visible = stick_figures(2, seed=5)
+    ax = widgets.draw_skeleton(images[0], kp[0], visible[0], title="t")
+    from course_lib.data.figures import SKELETON
+
+    assert len(ax.lines) == len(SKELETON) and len(ax.collections) == len(JOINTS) and ax.get_title() == "t"
+    assert ax.lines[0].get_xydata().tolist() == kp[0, list(SKELETON[0])].tolist()
+    logits = torch.full((len(JOINTS), 64, 64), -5.0)
+    x, y = kp[0, 3].round().long().tolist()
+    logits[3, y, x] = 5.0
+    axes = widgets.draw_pose_heatmap(images[0], kp[0], 3, 2.0, logits, "argmax", visible[0])
+    error = float((kp[0, 3] - torch.tensor([float(x), float(y)])).norm())
+    assert len(axes) == 3 and f"{error:.2f} px off" in axes[2].get_title()
+    assert "disk target, r = 2" in axes[1].get_title()
+    assert len(widgets.draw_pose_heatmap(images[1], kp[1], 0, 3.0)) == 2  # no prediction: two panels
+    with pytest.raises(ValueError, match="joint"):
+        widgets.draw_pose_heatmap(images[0], kp[0], len(JOINTS), 2.0)
+    plt.close("all")
+    pytest.importorskip("ipywidgets")
+    widgets.pose_explorer(images, kp, visible, logits[None].expand(2, -1, -1, -1))
+    plt.close("all")

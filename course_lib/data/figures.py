@@ -95,7 +95,7 @@ def _direction(angle):
 
 
 def _sample_pose(generator, n, height, width):
-    """Keypoints ``[n, K, 2]`` and the drawing sizes of ``n`` random figures."""
+    """Keypoints ``[n, K, 2]``, part depths ``[n, P]`` (larger is nearer) and drawing sizes of ``n`` figures."""
     short = min(height, width)
     torso = _uniform(generator, (n,), 0.20, 0.30) * short  # neck to pelvis, the figure's scale
     lean = _uniform(generator, (n,), -0.45, 0.45)  # torso tilt from vertical, radians

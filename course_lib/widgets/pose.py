@@ -3,7 +3,9 @@ predicted heatmap."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from matplotlib.patches import Circle
 
 from ..data.figures import JOINTS, SIDE, SKELETON
 
@@ -31,8 +33,8 @@ def draw_skeleton(image, keypoints, visible=None, ax=None, title: str = "", colo
         height, width = image.shape[-2:]
         ax.set_xlim(-0.5, width - 0.5)
         ax.set_ylim(height - 0.5, -0.5)
-    kp = keypoints.detach().float().cpu()
-    seen = torch.ones(len(kp), dtype=torch.bool) if visible is None else visible.detach().cpu()
+    kp = keypoints.detach().float().cpu().numpy()
+    seen = [True] * len(kp) if visible is None else visible.detach().cpu().tolist()
     for a, b in SKELETON:
         side = SIDE[a] if SIDE[a] else SIDE[b]
         ax.plot(kp[[a, b], 0], kp[[a, b], 1], color=colour or _SIDE_COLOURS[side], lw=1.6, ls=linestyle, alpha=0.9)
@@ -51,11 +53,13 @@ def draw_skeleton(image, keypoints, visible=None, ax=None, title: str = "", colo
 def draw_pose_heatmap(image, keypoints, joint: int = 0, radius: float = 2.0, logits=None, decoder: str = "centre",
                       visible=None, axes=None):
     """One joint of one figure, in two or three panels: the figure with its skeleton and the joint
-    ringed; the joint's disk target of ``radius`` over the image; and, when the network's ``logits``
+    ringed; the joint's disk target of ``radius`` (yellow pixels, with the circle of radius ``r`` whose
+    rim they reach) over the dimmed image; and, when the network's ``logits``
     ``[K, H, W]`` for this image are given, the predicted probability map of the joint with the true
     point (+) and the point ``decoder`` reads from it (x, one of :data:`course_lib.pose.DECODERS`), the
     distance between them in the title. Returns the axes."""
     from .. import pose
+    from ..plot import to_numpy_image
 
     if not isinstance(joint, int) or not 0 <= joint < len(JOINTS):
         raise ValueError(f"joint must be an index into JOINTS (0 to {len(JOINTS) - 1}), got {joint!r}")
@@ -67,12 +71,17 @@ def draw_pose_heatmap(image, keypoints, joint: int = 0, radius: float = 2.0, log
     x, y = keypoints[joint].tolist()
     draw_skeleton(image, keypoints, visible, ax=axes[0], title=f"{name} at ({x:.1f}, {y:.1f})")
     axes[0].scatter([x], [y], s=160, facecolors="none", edgecolors="yellow", linewidths=2, zorder=4)
-    target = pose.disk_heatmaps(keypoints[joint : joint + 1].float().cpu(), height, width, radius)[0]
-    axes[1].imshow(image.detach().float().cpu().permute(1, 2, 0).clip(0, 1))
-    axes[1].imshow(target, cmap="Reds", alpha=0.6 * target.numpy(), vmin=0, vmax=1)
-    axes[1].set(title=f"disk target, r = {radius:g}: {int(target.sum())} pixels", xlabel="x (pixels)", ylabel="y (pixels)")
+    target = pose.disk_heatmaps(keypoints[joint : joint + 1].float().cpu(), height, width, radius)[0].numpy()
+    axes[1].imshow(to_numpy_image(image).clip(0, 1) * 0.5)  # dimmed, so the target stands out
+    overlay = np.zeros((height, width, 4))
+    overlay[..., :3] = (1.0, 1.0, 0.0)
+    overlay[..., 3] = target
+    axes[1].imshow(overlay)
+    axes[1].add_patch(Circle((x, y), radius, fill=False, edgecolor="cyan", lw=1.2))
+    axes[1].set(title=f"disk target, r = {radius:g}: {int(target.sum())} pixels\n(cyan: the circle of radius r)",
+                xlabel="x (pixels)", ylabel="y (pixels)")
     if logits is not None:
-        probability = torch.sigmoid(logits[joint].detach().float().cpu())
+        probability = torch.sigmoid(logits[joint].detach().float().cpu()).numpy()
         found = pose.decode_predictions(logits[joint : joint + 1].detach().float().cpu(), decoder)[0]
         error = float((found - keypoints[joint].float().cpu()).norm())
         handle = axes[2].imshow(probability, cmap="magma", vmin=0, vmax=1)
