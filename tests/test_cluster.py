@@ -16,6 +16,8 @@ import os
 import pickle
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -145,7 +147,7 @@ def runs(tmp_path_factory):
         watcher.join(60)
         return original_exit(self, *exc)
 
-    with pytest.MonkeyPatch.context() as patch:
+    with contextlib.closing(server), pytest.MonkeyPatch.context() as patch:
         patch.setenv(HIDDEN_SEED_ENV, str(SEED))
         local = grade_batch(ASSIGNMENT, [path for path in batch if path.stem != "doomed"], root / "local", jobs=2,
                             limits=Limits(timeout=TIMEOUT, memory_mb=2048), progress=False)
@@ -154,12 +156,14 @@ def runs(tmp_path_factory):
         patch.setattr(cli, "feedback", counted_feedback)
         patch.setattr(ClusterRunner, "__exit__", stop_watching_then_exit)
         watcher.start()
-        with contextlib.redirect_stderr(io.StringIO()) as stderr:
-            code = grade_main([ASSIGNMENT, *map(str, batch), "--out", str(root / "cluster"), "--cluster", "local:2",
-                               "--timeout", str(TIMEOUT), "--memory", "2048"])
+        try:
+            with contextlib.redirect_stderr(io.StringIO()) as stderr:
+                code = grade_main([ASSIGNMENT, *map(str, batch), "--out", str(root / "cluster"), "--cluster", "local:2",
+                                   "--timeout", str(TIMEOUT), "--memory", "2048"])
+        finally:  # grade_main has closed its cluster by now, whatever happened
+            watcher.stop.set()
+            watcher.join(60)
         seed_restored = os.environ.get(HIDDEN_SEED_ENV)
-    watcher.stop.set()
-    server.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # worker processes the nannies killed take a moment to go
         left = [process for process in psutil.Process().children(recursive=True)
@@ -314,8 +318,15 @@ def test_cluster_usage_errors(tmp_path, capsys, argv, message):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_local_grading_does_not_import_dask():
+    code = ("import sys\nfrom course_lib.grading import cli, exercise_names\nexercise_names()\n"
+            "assert 'distributed' not in sys.modules and 'dask' not in sys.modules, 'Dask was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1000:]
+
+
 def test_without_dask_the_error_says_what_to_install(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "distributed", None)  # import distributed now fails
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
     (tmp_path / "a.ipynb").write_text("{}")
     with pytest.raises(SystemExit):
         grade_main([ASSIGNMENT, str(tmp_path / "a.ipynb"), "--out", str(tmp_path / "o"), "--cluster", "tcp://127.0.0.1:1"])
