@@ -47,7 +47,7 @@ from course_lib.grading.core import HIDDEN_SEED_ENV  # noqa: E402
 from course_lib.grading.sandbox import Limits, Outcome, case_inputs, decode_outcome, not_run  # noqa: E402
 
 TIMEOUT = 60  # no submission here runs long; the margin is for a loaded machine
-SLEEP = 4  # seconds the killed submissions sleep once they have started, so that the watcher sees them running
+SLEEP = 5  # seconds the killed submissions sleep once they have started, so that the watcher sees them running
 KILLS = {"doomed": 2, "sleeper": 1}  # how often the watcher kills the worker running each
 # In the order they are sent; the killed ones early but apart, so that while one's worker restarts the
 # other worker grades. The rest are test_instructor's submissions.
@@ -70,45 +70,43 @@ def ours(process) -> bool:
 
 
 class Watcher(threading.Thread):
-    """Kills the worker running ``doomed`` and ``sleeper`` (as KILLS says) and reads the hidden seed's
-    variable in every worker's environment, from its own client to the run's scheduler."""
+    """Kills the worker running ``doomed`` and ``sleeper`` (as KILLS says) and reads the environment
+    every worker process started with, restarted ones included.
 
-    def __init__(self, out: Path):
+    It looks at processes only, never through Dask, so that a dying worker cannot slow it down: the
+    cluster's worker processes are this process's children (their nannies run in it), and each
+    kernel's reaper is a child of its worker whose working directory is the submission's scratch
+    directory, where the submission says it started.
+    """
+
+    def __init__(self):
         super().__init__(daemon=True)
-        self.out, self.stop, self.error = out, threading.Event(), None
+        self.stop, self.error = threading.Event(), None
         self.kills, self.environments, self.marks = Counter(), {}, set()
 
     def run(self):
         try:
-            self._watch()
+            while not self.stop.wait(0.2):
+                for worker in psutil.Process().children():
+                    try:
+                        self._look_at(worker)
+                    except psutil.Error:  # a process that just ended
+                        continue
         except Exception as err:  # noqa: BLE001 - reported by the test
             self.error = err
 
-    def _watch(self):
-        state = self.out / "grading.json"
-        while not state.exists() and not self.stop.wait(0.1):
-            pass
-        if self.stop.is_set():
+    def _look_at(self, worker):
+        if "spawn_main" not in " ".join(worker.cmdline()):  # not a worker (multiprocessing's resource tracker)
             return
-        with distributed.Client(json.loads(state.read_text())["cluster"]["scheduler"], set_as_default=False) as client:
-            while not self.stop.wait(0.1):
-                try:
-                    directories = client.run(lambda dask_worker: dask_worker.local_directory)
-                    new = [address for address in directories if address not in self.environments]
-                    if new:
-                        self.environments.update(client.run(os.getenv, HIDDEN_SEED_ENV, workers=new))
-                except Exception:  # noqa: BLE001 - a worker that is dying or starting; look again
-                    continue
-                for address, directory in directories.items():
-                    for mark in Path(directory).glob("course-grade/*/started-*"):
-                        student = mark.name.removeprefix("started-")
-                        if mark in self.marks or self.kills[student] >= KILLS[student]:
-                            continue
-                        self.marks.add(mark)
-                        pid = client.run(os.getpid, workers=[address])[address]
-                        assert psutil.Process(pid).ppid() == os.getpid(), "not a worker of this test's cluster"
-                        os.kill(pid, signal.SIGKILL)
-                        self.kills[student] += 1
+        if worker.pid not in self.environments:
+            self.environments[worker.pid] = worker.environ().get(HIDDEN_SEED_ENV)
+        for reaper in worker.children():
+            for mark in Path(reaper.cwd()).glob("started-*"):
+                student = mark.name.removeprefix("started-")
+                if mark not in self.marks and self.kills[student] < KILLS[student]:
+                    self.marks.add(mark)
+                    worker.send_signal(signal.SIGKILL)
+                    self.kills[student] += 1
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +125,8 @@ def runs(tmp_path_factory):
     batch = [written[student] for student in BATCH]
 
     sent, feedback_calls, children_before = [], Counter(), {p.pid for p in psutil.Process().children(recursive=True)}
-    watcher = Watcher(root / "cluster")
-    original_feedback, original_exit = cli.feedback, ClusterRunner.__exit__
+    watcher = Watcher()
+    original_feedback = cli.feedback
 
     def recording(name):
         method = getattr(distributed.Client, name)
@@ -142,11 +140,6 @@ def runs(tmp_path_factory):
         feedback_calls[student] += 1
         return original_feedback(assignment, student, outcome, results)
 
-    def stop_watching_then_exit(self, *exc):  # the watcher's client leaves before the cluster closes
-        watcher.stop.set()
-        watcher.join(60)
-        return original_exit(self, *exc)
-
     with contextlib.closing(server), pytest.MonkeyPatch.context() as patch:
         patch.setenv(HIDDEN_SEED_ENV, str(SEED))
         local = grade_batch(ASSIGNMENT, [path for path in batch if path.stem != "doomed"], root / "local", jobs=2,
@@ -154,13 +147,12 @@ def runs(tmp_path_factory):
         for name in ("submit", "run", "run_on_scheduler"):
             patch.setattr(distributed.Client, name, recording(name))
         patch.setattr(cli, "feedback", counted_feedback)
-        patch.setattr(ClusterRunner, "__exit__", stop_watching_then_exit)
         watcher.start()
         try:
             with contextlib.redirect_stderr(io.StringIO()) as stderr:
                 code = grade_main([ASSIGNMENT, *map(str, batch), "--out", str(root / "cluster"), "--cluster", "local:2",
                                    "--timeout", str(TIMEOUT), "--memory", "2048"])
-        finally:  # grade_main has closed its cluster by now, whatever happened
+        finally:
             watcher.stop.set()
             watcher.join(60)
         seed_restored = os.environ.get(HIDDEN_SEED_ENV)
@@ -220,7 +212,7 @@ def test_no_process_outlives_the_run(runs):
 
 def test_the_hidden_seed_never_reaches_a_worker(runs):
     environments = runs["watcher"].environments
-    assert len(environments) >= 3  # the first two workers and at least one that its nanny started again
+    assert len(environments) >= 3  # the first two worker processes and at least one that its nanny started again
     assert set(environments.values()) == {None}
     assert runs["seed_restored"] == str(SEED)  # taken out only while the cluster ran
 
@@ -278,7 +270,7 @@ def test_a_worker_without_bubblewrap_says_so(tmp_path, monkeypatch):
     assert info["versions"]["course_lib"] and info["versions"]["torch"]
 
 
-def test_workers_with_another_version_are_refused():
+def test_workers_without_the_course_or_with_another_version_are_refused():
     class Client:  # what a scheduler with one outdated worker answers
         def wait_for_workers(self, n, timeout):
             pass
@@ -291,6 +283,15 @@ def test_workers_with_another_version_are_refused():
     runner.client, runner.scheduler = Client(), "tcp://127.0.0.1:1"
     with pytest.raises(ClusterError, match=r"1 of 2 workers run other versions .*tcp://a:1 has course_lib 0\.0\.1, torch 1\.0\.0.*"
                                            r'pip install "cnn-workbook\[cluster\]=='):
+        runner._check_workers()
+
+    class Bare(Client):  # a worker without the course cannot even unpickle the probe
+        def run(self, function, *args):
+            raise ModuleNotFoundError("No module named 'course_lib'")
+
+    runner.client = Bare()
+    with pytest.raises(ClusterError, match=r"No module named 'course_lib'\); every worker needs the course installed: "
+                                           r'pip install "cnn-workbook\[cluster\]"'):
         runner._check_workers()
 
 

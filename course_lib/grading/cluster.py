@@ -248,7 +248,11 @@ class ClusterRunner:
             except (OSError, TimeoutError) as err:
                 raise ClusterError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}") from None
             self._check_workers()
-            previous = self.client.run_on_scheduler(_allowed_failures, value=0)
+            try:
+                previous = self.client.run_on_scheduler(_allowed_failures, value=0)
+            except Exception as err:  # noqa: BLE001 - typically the course missing on the scheduler
+                raise ClusterError(f"the scheduler at {self.scheduler} cannot run the course's code "
+                                   f"({type(err).__name__}: {err}); it needs the course too: {INSTALL_HINT}") from None
             self._stack.callback(self.client.run_on_scheduler, _allowed_failures, value=previous)
         except BaseException:
             self._stack.close()
@@ -265,7 +269,11 @@ class ClusterRunner:
         except TimeoutError:
             raise ClusterError(f"no worker joined the Dask scheduler at {self.scheduler} within {WORKER_WAIT:g} s; "
                                f"start some with `dask worker {self.scheduler}`") from None
-        infos = self.client.run(_worker_info, self.hide, self.sandbox, self.limits.memory_mb)
+        try:
+            infos = self.client.run(_worker_info, self.hide, self.sandbox, self.limits.memory_mb)
+        except Exception as err:  # noqa: BLE001 - typically the course missing on a worker
+            raise ClusterError(f"a worker cannot run the course's code ({type(err).__name__}: {err}); "
+                               f"every worker needs the course installed: {INSTALL_HINT}") from None
         mine = _versions()
         wrong = {address: info["versions"] for address, info in sorted(infos.items()) if info["versions"] != mine}
         if wrong:
