@@ -208,7 +208,7 @@ def read_notebook(path: Path) -> bytes:
 def read_code_cells(notebook: Path | bytes) -> list[str]:
     """The source of every code cell of a notebook (a file, or its bytes); ``InvalidNotebook`` otherwise."""
     raw = notebook if isinstance(notebook, bytes) else read_notebook(notebook)
-    if len(raw) > NOTEBOOK_LIMIT:
+    if len(raw) > NOTEBOOK_LIMIT:  # bytes read elsewhere (a cluster task's) get the same limit
         raise InvalidNotebook(f"the file is over {NOTEBOOK_LIMIT // 2**20} MB")
     try:
         notebook = json.loads(raw.decode("utf-8"))
