@@ -321,3 +321,31 @@ def test_models_reject_bad_arguments(call, match):
 def test_unet_output_shape():
     assert UNet(3, 5, 4, 2)(torch.zeros(2, 3, 16, 12)).shape == (2, 5, 16, 12)
 
+
+
+# ---------------------------------------------------------------- the explorer's plain function
+
+def test_draw_segmentation_reports_the_scene_iou_and_rejects_bad_arguments():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib import widgets
+
+    image = torch.rand(3, 8, 8)
+    target = torch.zeros(8, 8, dtype=torch.int64)
+    target[2:5, 2:5] = 1
+    pred = target.clone()
+    pred[0, 0] = 2
+    axes, iou = widgets.draw_segmentation(image, pred, target, ("background", "circle", "square", "star"), opacity=0.4)
+    assert len(axes) == 2
+    assert iou[:3].tolist() == pytest.approx([54 / 55, 1.0, 0.0]) and math.isnan(float(iou[3]))
+    axes, iou = widgets.draw_segmentation(image, pred)
+    assert len(axes) == 1 and iou is None
+    for kwargs, match in [({"opacity": 1.5}, "opacity"), ({"target": target[:4]}, "target")]:
+        with pytest.raises(ValueError, match=match):
+            widgets.draw_segmentation(image, pred, **kwargs)
+    with pytest.raises(ValueError, match="pred"):
+        widgets.draw_segmentation(image, pred[:4])
+    plt.close("all")
