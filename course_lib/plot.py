@@ -82,8 +82,9 @@ def plot_history(history, title: str = "Training history"):
     return fig
 
 
-def plot_confusion(matrix: torch.Tensor, class_names=None, title: str = "Confusion matrix"):
-    """Counts matrix (rows true, columns predicted) with the numbers written in the cells."""
+def plot_confusion(matrix: torch.Tensor, class_names=None, title: str = "Confusion matrix", unit: str = "images"):
+    """Counts matrix (rows true, columns predicted) with the numbers written in the cells; ``unit`` names
+    what is counted (``"pixels"`` for a segmentation)."""
     matrix = matrix.detach().cpu()
     n = matrix.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
@@ -95,7 +96,7 @@ def plot_confusion(matrix: torch.Tensor, class_names=None, title: str = "Confusi
             value = int(matrix[i, j])
             ax.text(j, i, str(value), ha="center", va="center", fontsize=8, color="white" if value > threshold else "black")
     ax.set(xticks=range(n), yticks=range(n), xticklabels=names, yticklabels=names, xlabel="predicted class", ylabel="true class", title=title)
-    fig.colorbar(handle, ax=ax, fraction=0.046, pad=0.04, label="images")
+    fig.colorbar(handle, ax=ax, fraction=0.046, pad=0.04, label=unit)
     fig.tight_layout()
     return fig
 

@@ -88,7 +88,7 @@ def evaluate(model, data, batch_size: int = 256, loss_fn=F.cross_entropy, device
             logits = model(x)
         total_loss += float(loss_fn(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
-        count += len(y)
+        count += y.numel()  # per-pixel labels [N, H, W] count every pixel
     model.train(was_training)
     if count == 0:
         raise ValueError("data must contain at least one example")
@@ -175,9 +175,9 @@ def fit(
             scaler.update()
             if steps_per_epoch is not None:
                 schedule.step()
-            total_loss += float(loss.detach()) * len(y)
+            total_loss += float(loss.detach()) * y.numel()
             correct += int((logits.detach().argmax(1) == y).sum())
-            count += len(y)
+            count += y.numel()  # per-pixel labels [N, H, W] count every pixel
         if steps_per_epoch is None:
             schedule.step()
         history.train_loss.append(total_loss / max(count, 1))

@@ -62,3 +62,21 @@ def test_fit_rejects_bad_arguments(kwargs, argument):
     model = torch.nn.Linear(2, 2)
     with pytest.raises(ValueError, match=argument):
         train.fit(model, (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), device="cpu", progress=False, **kwargs)
+
+
+def test_fit_and_evaluate_count_pixels_for_per_pixel_labels():
+    """A segmenter's labels are [N, H, W]: accuracy is the share of correct pixels, never above 1."""
+    import torch
+
+    from course_lib import train
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4, 4)
+    y = (x[:, 0] > 0).long()  # a per-pixel label a 1x1 convolution can learn
+    model = torch.nn.Conv2d(3, 2, 1)
+    history = train.fit(model, (x, y), epochs=2, batch_size=3, progress=False, device="cpu")
+    assert 0.0 <= history.train_acc[-1] <= 1.0
+    scores = train.evaluate(model, (x, y))
+    logits = model(x)
+    assert abs(scores["accuracy"] - float((logits.argmax(1) == y).float().mean())) < 1e-6
+    assert abs(scores["loss"] - float(torch.nn.functional.cross_entropy(logits, y))) < 1e-5
