@@ -4,6 +4,14 @@
 - :func:`photo`: scikit-image's sample photos (``astronaut``, ``chelsea``, ``coffee``, ...).
 - :func:`lfw_patches`: scikit-image's ``lfw_subset``: 100 face and 100 non-face 25x25 patches.
 - :mod:`course_lib.data.shapes`: synthetic scenes with boxes and masks (detection, segmentation).
+- :mod:`course_lib.data.textures`: ten natural-surface classes cut from the shipped photos, split by
+  region (transfer learning).
+- :mod:`course_lib.data.figures`: synthetic articulated figures with 14 keypoints and visibility (pose).
+- :mod:`course_lib.data.identities`: synthetic faces of thousands of identities with attributes and eye
+  positions (faces).
+
+The generators are deterministic for a seed and draw directly on the requested device; import them as
+modules (``from course_lib.data import figures``).
 """
 from __future__ import annotations
 
