@@ -23,6 +23,7 @@ from collections import OrderedDict, namedtuple
 import torch
 from torch import nn
 
+from .train import evaluating
 from .validate import floating, pair, positive_int, same_device, tensor_rank
 
 __all__ = [
@@ -741,22 +742,18 @@ def layer_table(model: nn.Module, input_size, max_depth: int | None = None) -> l
             "receptive_field": field_of(output)[0] if has_window else None,
         })
 
-    training = {m: m.training for m in model.modules()}
     # Leaf hooks go first so a leaf that is also a row has its field recorded before the row reads it.
     handles = [m.register_forward_hook(on_leaf) for m in leaves]
     handles += [m.register_forward_hook(on_row) for m in rows_for]
     try:
         remember(x, (1, 1), (1, 1))
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(x)
     except RuntimeError as err:
         raise ValueError(f"input_size {tuple(input_size)} does not fit the model: {err}") from err
     finally:
         for handle in handles:
             handle.remove()
-        for m, flag in training.items():
-            m.training = flag
     return rows
 
 

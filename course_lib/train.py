@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +16,7 @@ from .progress import Progress
 from .runtime import device as default_device
 from .validate import positive_int
 
-__all__ = ["History", "fit", "evaluate", "predict", "batches", "confusion_matrix"]
+__all__ = ["History", "fit", "evaluate", "predict", "evaluating", "batches", "confusion_matrix"]
 
 
 @dataclass
@@ -75,21 +76,35 @@ def _to(x, y, dev, channels_last):
     return x, y.to(dev, non_blocking=True)
 
 
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode inside the block; on exit every module gets back its own training flag.
+
+    ``model.train(was_training)`` would not do: it sets every module alike, so a frozen BatchNorm that
+    was deliberately in eval mode while the rest fine-tunes (lecture 05) would start training again.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
 @torch.no_grad()
 def evaluate(model, data, batch_size: int = 256, loss_fn=F.cross_entropy, device=None, amp: bool = True) -> dict:
     """Mean loss and accuracy of ``model`` on ``data``: ``{"loss": float, "accuracy": float}``."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total_loss, correct, count = 0.0, 0, 0
-    for x, y in batches(data, batch_size):
-        x, y = _to(x, y, dev, False)
-        with _autocast(dev, amp):
-            logits = model(x)
-        total_loss += float(loss_fn(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        count += y.numel()  # per-pixel labels [N, H, W] count every pixel
-    model.train(was_training)
+    with evaluating(model):
+        for x, y in batches(data, batch_size):
+            x, y = _to(x, y, dev, False)
+            with _autocast(dev, amp):
+                logits = model(x)
+            total_loss += float(loss_fn(logits.float(), y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            count += y.numel()  # per-pixel labels [N, H, W] count every pixel
     if count == 0:
         raise ValueError("data must contain at least one example")
     return {"loss": total_loss / count, "accuracy": correct / count}
@@ -99,11 +114,8 @@ def evaluate(model, data, batch_size: int = 256, loss_fn=F.cross_entropy, device
 def predict(model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits ``[N, classes]`` of ``model`` for inputs ``x [N, ...]``, in eval mode, on the model's device."""
     dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(x[i : i + batch_size].to(dev)).float() for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return out
+    with evaluating(model):
+        return torch.cat([model(x[i : i + batch_size].to(dev)).float() for i in range(0, len(x), batch_size)])
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

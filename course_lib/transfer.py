@@ -39,6 +39,7 @@ from torch import nn
 
 from .progress import progress as progress_bar
 from .runtime import in_colab
+from .train import evaluating
 from .validate import positive_int
 
 __all__ = ["WEIGHTS", "pretrained", "weights_file", "imagenet_classes", "IMAGENET_MEAN", "IMAGENET_STD", "normalize",
@@ -284,11 +285,9 @@ def extract_features(model: nn.Module, images: torch.Tensor, layer: str | None =
         raise _Stop
 
     device = next(model.parameters()).device
-    flags = [(module, module.training) for module in model.modules()]
     handle = modules[layer].register_forward_pre_hook(hook)
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             for start in progress_bar(range(0, len(images), batch_size), desc="features", unit="batches",
                                       enabled=progress):
                 try:
@@ -297,8 +296,6 @@ def extract_features(model: nn.Module, images: torch.Tensor, layer: str | None =
                     pass
     finally:
         handle.remove()
-        for module, flag in flags:
-            module.training = flag
     if len(caught) != -(-len(images) // batch_size):
         raise ValueError(f"layer {layer!r} never ran in model's forward pass")
     return torch.cat(caught)

@@ -30,6 +30,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from .conv import receptive_field
+from .train import evaluating
 from .validate import floating, nonneg_int, pair, positive_int, tensor_rank
 
 __all__ = [
@@ -86,18 +87,6 @@ def _score(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     logits = model(x[None])
     _check_logits(logits, target)
     return logits[0, target]
-
-
-@contextmanager
-def _evaluating(model: nn.Module):
-    """Eval mode inside the block; each module's own training flag restored on exit."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
 
 
 @contextmanager
@@ -211,7 +200,7 @@ def feature_maps(model: nn.Module, layer, images: torch.Tensor) -> torch.Tensor:
     images = floating("images", tensor_rank("images", images, (3, 4)))
     module = _resolve_layer(_check_model(model), layer)
     batch = images if images.dim() == 4 else images[None]
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         out = _forward_until(model, module, batch)
     return out if images.dim() == 4 else out[0]
 
@@ -316,7 +305,7 @@ def top_patches(
         raise ValueError("images must hold at least one image, got an empty batch")
 
     chain = []
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         with _hooked([m for m in model.modules() if isinstance(m, _SPATIAL)], lambda m, i, o: chain.append(m)):
             probe = _forward_until(model, module, images[:1])
         if probe.dim() != 4:
@@ -386,7 +375,7 @@ def top_activations(model: nn.Module, layer, images: torch.Tensor, channel: int,
 
     # A running top-k over the batches, so memory holds k maps plus one batch.
     best_maps = best_scores = best_index = None
-    with _evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad():
         for start in range(0, len(images), batch_size):
             out = _forward_until(model, module, images[start : start + batch_size])
             if out.dim() != 4:
@@ -477,7 +466,7 @@ def occlusion_experiment(
 
     p_true, top_class, totals = [], [], []
     capture = nullcontext([]) if module is None else _capture(module)
-    with _evaluating(model), torch.no_grad(), capture as outputs:
+    with evaluating(model), torch.no_grad(), capture as outputs:
         for start in range(0, len(tops), batch_size):
             chunk = slice(start, start + batch_size)
             logits = model(_occluded(image, tops[chunk], lefts[chunk], patch, fill))
@@ -531,7 +520,7 @@ def saliency_map(model: nn.Module, image: torch.Tensor, target: int) -> torch.Te
     image = _check_image(image)
     target = nonneg_int("target", target)
     x = image.detach().requires_grad_()
-    with _evaluating(_check_model(model)), torch.enable_grad():
+    with evaluating(_check_model(model)), torch.enable_grad():
         (grad,) = torch.autograd.grad(_score(model, x, target), x)
     return grad.abs().amax(0)
 
@@ -562,7 +551,7 @@ def guided_backprop(model: nn.Module, image: torch.Tensor, target: int) -> torch
     target = nonneg_int("target", target)
     relus = [m for m in _check_model(model).modules() if isinstance(m, nn.ReLU)]
     x = image.detach().requires_grad_()
-    with _hooked(relus, lambda m, i, out: _GuidedReLUGrad.apply(out)), _evaluating(model), torch.enable_grad():
+    with _hooked(relus, lambda m, i, out: _GuidedReLUGrad.apply(out)), evaluating(model), torch.enable_grad():
         (grad,) = torch.autograd.grad(_score(model, x, target), x)
     return grad
 
@@ -622,7 +611,7 @@ def class_visualization_step(model: nn.Module, image: torch.Tensor, target: int,
     image = _check_image(image)
     target = nonneg_int("target", target)
     lr, l2 = _real("lr", lr, positive=True), _real("l2", l2)
-    with _evaluating(_check_model(model)):
+    with evaluating(_check_model(model)):
         return _ascent_step(image, _class_objective(model, target, l2, 0.0), lr)
 
 
@@ -694,7 +683,7 @@ def class_visualization(
 
     history = []
     objective = _class_objective(model, target, l2, tv, history)
-    with _evaluating(model):
+    with evaluating(model):
         for step in range(steps):
             x = _jittered_step(x, objective, lr, jitter, generator)
             if blur_every and (step + 1) % blur_every == 0:
@@ -751,7 +740,7 @@ def deep_dream(
         return _forward_until(model, module, x[None]).square().mean()
 
     detail = torch.zeros_like(image)
-    with _evaluating(model):
+    with evaluating(model):
         for size in sizes:
             base = _resize(image.detach(), size)
             x = base + _resize(detail, size)

@@ -81,3 +81,21 @@ def test_fit_and_evaluate_count_pixels_for_per_pixel_labels():
         logits = model(x)
     assert abs(scores["accuracy"] - float((logits.argmax(1) == y).float().mean())) < 1e-6
     assert abs(scores["loss"] - float(torch.nn.functional.cross_entropy(logits, y))) < 1e-5
+
+
+def test_evaluate_and_predict_restore_each_modules_own_mode():
+    """A frozen BatchNorm kept in eval mode while the rest trains stays in eval mode after evaluating."""
+    import torch
+
+    from course_lib import train
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    x, y = torch.randn(4, 1, 5, 5), torch.tensor([0, 1, 2, 0])
+    model(x)
+    model.train()
+    model[1].eval()
+    train.evaluate(model, (x, y))
+    train.predict(model, x)
+    with train.evaluating(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model] == [True, False, True, True] and model.training

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..progress import Progress
 from ..runtime import device as default_device
+from ..train import evaluating
 from ..validate import positive_int, tensor_rank
 from .losses import batch_hard_triplets, random_triplets
 
@@ -80,11 +81,8 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torc
     tensor_rank("images", images, 4)
     positive_int("batch_size", batch_size)
     dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model.embed(images[i : i + batch_size].to(dev)) for i in range(0, len(images), batch_size)])
-    model.train(was_training)
-    return out
+    with evaluating(model):
+        return torch.cat([model.embed(images[i : i + batch_size].to(dev)) for i in range(0, len(images), batch_size)])
 
 
 def identity_batches(identity: torch.Tensor, identities_per_batch: int, images_per_identity: int,

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .core import Case, Exercise, Mistake, compare_tensor, rand_dtype, rand_int, register
+from .core import Case, Exercise, Mistake, rand_dtype, rand_int, register
 
 LECTURE = "08_pose"
 TARGETS = "lecture 08, section 2 (Targets: a disk around each joint)"

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..conv import conv_output_size, windows
+from ..train import evaluating
 from ..validate import pair, positive_int, tensor_rank
 
 __all__ = ["fc_to_conv", "sliding_window_scores_naive", "sliding_window_scores", "multiply_adds"]
@@ -115,14 +116,10 @@ def multiply_adds(model: nn.Module, x: torch.Tensor) -> int:
             total[0] += output[0].numel() * module.in_features
 
     handles = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
-    training = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(x)
     finally:
         for handle in handles:
             handle.remove()
-        for m, flag in training.items():
-            m.training = flag
     return total[0]
