@@ -106,16 +106,6 @@ def test_mistake_factories_are_right_with_no_mistake_switched_on(factory, name):
 
 # --- wrong answers ------------------------------------------------------------------------------------
 
-MISTAKES = [(name, mistake.key) for name in NAMES for mistake in get_exercise(name).mistakes]
-
-
-@pytest.mark.parametrize("name,key", MISTAKES)
-def test_known_mistakes_fail_with_a_named_case_and_their_diagnosis(name, key, assert_rejected):
-    mistake = next(m for m in get_exercise(name).mistakes if m.key == key)
-    result = assert_rejected(name, mistake.fn)
-    assert result.diagnosis == key and result.message.endswith(mistake.message)
-
-
 OTHER_WRONG = {  # plausible wrong answers that are not (or not only) one known mistake
     "vgg_features": [G._vgg_mistake(relu_first=True, bias=False)],
     "inception_output_channels": [lambda i, a, b, c, d, e, p, reduced=True: a + c + e + (i if reduced else p)],

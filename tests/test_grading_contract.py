@@ -7,6 +7,8 @@
 - The machinery: forbidden calls are caught under any alias, a dtype-only failure is said first,
   integer-like answers are judged alike, a diagnosis is never claimed on a partial match.
 """
+import re
+
 import numpy as np
 import nbformat
 import pytest
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from pathlib import Path
 
-from course_lib.grading import check, exercise_names, get_exercise, grade_cases, run_cases
+from course_lib.grading import exercise_names, get_exercise, grade_cases, run_cases
 from course_lib.grading.core import (
     CONTRACT_PREFIX, PUBLIC_SEED, WRONG_DTYPE, Case, Exercise, ForbiddenWatch, Mistake, case_generator, compare_value,
     form_of, render_contract,
@@ -54,14 +56,33 @@ def test_exercise_texts_carry_their_generated_contract(lecture):
         assert contract in text, f"{lecture}: the text of {name} lacks its contract paragraph; run `make exercises`"
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_exercise_knows_at_least_three_classic_mistakes(name):
+    assert len(get_exercise(name).mistakes) >= 3, name
+
+
 @pytest.mark.parametrize("name,key", MISTAKES)
-def test_every_known_mistake_fails_and_is_named_as_itself(name, key):
+def test_every_known_mistake_fails_on_a_named_case_and_is_named_as_itself(name, key, assert_rejected):
     exercise = get_exercise(name)
     mistake = next(m for m in exercise.mistakes if m.key == key)
-    result = check(name, mistake.fn)
-    assert not result.passed, f"{name}: the mistake {key!r} passes every case: the cases cannot tell it apart"
+    result = assert_rejected(name, mistake.fn)
     assert result.diagnosis == key, f"{name}: the mistake {key!r} was diagnosed as {result.diagnosis!r}:\n{result.message}"
-    assert mistake.message in result.message
+    assert result.message.endswith(mistake.message)
+
+
+def _headings(lecture: str) -> set:
+    (path,) = (ROOT / "lectures").glob(f"{lecture}_*.ipynb")
+    return {re.sub(r"^#+\s*(\d+\.\s*)?", "", line).strip() for cell in nbformat.read(path, 4).cells
+            if cell.cell_type == "markdown" for line in cell.source.splitlines() if line.startswith("#")}
+
+
+@pytest.mark.parametrize("name,key", MISTAKES)
+def test_every_mistake_points_to_a_section_of_a_lecture_that_exists(name, key):
+    message = next(m for m in get_exercise(name).mistakes if m.key == key).message
+    cited = re.findall(r"lecture (\d\d), section '([^']+)'", message)
+    assert cited, f"{name}/{key}: the message names no lecture section (use grading.core.section): {message}"
+    for lecture, title in cited:
+        assert title in _headings(lecture), f"{name}/{key}: lecture {lecture} has no section {title!r}"
 
 
 # --- the machinery, on a toy exercise --------------------------------------------------------------

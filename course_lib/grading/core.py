@@ -36,6 +36,7 @@ __all__ = [
     "form_of",
     "render_contract",
     "Mistake",
+    "section",
     "ForbiddenWatch",
     "plain_scalars",
     "WRONG_DTYPE",
@@ -348,6 +349,13 @@ class Mistake:
     key: str
     fn: Callable
     message: str
+
+
+def section(lecture: str, title: str) -> str:
+    """How a mistake's message points at the lecture that explains it: ``section("07", "Mean IoU")`` gives
+    ``"lecture 07, section 'Mean IoU'"`` (a title, not a number, so that renumbering cannot break it;
+    ``tests/test_grading_contract.py`` checks that every cited title is a heading of that lecture)."""
+    return f"lecture {lecture}, section '{title}'"
 
 
 def _resolve(name: str):

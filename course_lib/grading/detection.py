@@ -21,14 +21,14 @@ import torch
 import torchvision
 from torchvision.models.detection._utils import BoxCoder
 
-from .core import Case, Exercise, Mistake, compare_value, register, rand_dtype, rand_int
+from .core import Case, Exercise, Mistake, compare_value, register, rand_dtype, rand_int, section
 
 LECTURE = "06_detection"
-IOU_SECTION = "(lecture 06, section 'Intersection over union')"
-REGRESSION_SECTION = "(lecture 06, section 'Box regression')"
-NMS_SECTION = "(lecture 06, section 'Non-maximum suppression')"
-ROI_SECTION = "(lecture 06, section 'Fast R-CNN')"
-AP_SECTION = "(lecture 06, section 'Precision, recall and average precision')"
+IOU_SECTION = f"({section('06', 'How much do two boxes agree? Intersection over union')})"
+REGRESSION_SECTION = f"({section('06', 'Box regression: moving a proposal onto the object')})"
+NMS_SECTION = f"({section('06', 'Non-maximum suppression')})"
+ROI_SECTION = f"({section('06', 'Fast R-CNN: one CNN pass, then cut the proposals out of the feature map')})"
+AP_SECTION = f"({section('06', 'Precision, recall and average precision')})"
 # What the texts forbid: torchvision's box operators and box coder, and the course's own solutions.
 BOX_OPS, ROI_OPS, CODER = "torchvision.ops.boxes", "torchvision.ops.roi_pool", "torchvision.models.detection._utils"
 LIBRARY_BOXES, LIBRARY_METRICS = "course_lib.detection.boxes", "course_lib.detection.metrics"

@@ -15,13 +15,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .core import Case, Exercise, Mistake, compare_tensor, rand_dtype, rand_int, register
+from .core import Case, Exercise, Mistake, compare_tensor, rand_dtype, rand_int, register, section
 
 LECTURE = "09_faces"
-DISTANCES = "lecture 09, section 3 (Distances between embeddings)"
-THRESHOLD = "lecture 09, section 4 (Verification: a threshold on the distance)"
-TRIPLET = "lecture 09, section 7 (FaceNet: the triplet loss)"
-MINING = "lecture 09, section 8 (Which triplets? Random or batch-hard)"
+DISTANCES = section("09", "Distances between embeddings")
+THRESHOLD = section("09", "Verification: a threshold on the distance")
+TRIPLET = section("09", "FaceNet: the triplet loss")
+MINING = section("09", "Which triplets? Random or batch-hard")
 TENSORS = ("tensor float32", "tensor float64")
 LOSSES, VERIFICATION = "course_lib.faces.losses", "course_lib.faces.verification"
 

@@ -17,12 +17,12 @@ import math
 
 import torch
 
-from .core import Case, Exercise, Mistake, rand_dtype, rand_int, register
+from .core import Case, Exercise, Mistake, rand_dtype, rand_int, register, section
 
 LECTURE = "08_pose"
-TARGETS = "lecture 08, section 2 (Targets: a disk around each joint)"
-DECODING = "lecture 08, section 3 (Decoding a heatmap into a point)"
-PCK = "lecture 08, section 6 (Measuring: PCK)"
+TARGETS = section("08", "Targets: a disk around each joint")
+DECODING = section("08", "Decoding a heatmap into a point")
+PCK = section("08", "Measuring: PCK")
 
 # The lecture's worked example: one joint at x = 5, y = 2 in an image 5 rows high and 8 columns wide.
 EXAMPLE_JOINT, EXAMPLE_SIZE, EXAMPLE_RADIUS = (5.0, 2.0), (5, 8), 2.0

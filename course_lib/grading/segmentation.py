@@ -19,20 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Case, Exercise, Mistake, compare_tensor, compare_value, rand_dtype, rand_int, register
+from .core import Case, Exercise, Mistake, compare_tensor, compare_value, rand_dtype, rand_int, register, section
 
 LECTURE = "07_segmentation"
 
 
-def _section(number: int, title: str) -> str:
-    return f"lecture 07, section {number} ({title})"
-
-
-FC_SECTION = _section(3, "A fully connected layer is a convolution")
-TRANSPOSED_SECTION = _section(6, "Transposed convolution: size, bilinear kernel, checkerboard")
-MIOU_SECTION = _section(9, "Mean IoU: the confusion matrix, and why not pixel accuracy")
-# The exercises rebuild course_lib.segmentation, so none of its modules may be called.
-FORBIDDEN = tuple(f"course_lib.segmentation.{module}" for module in ("fcn", "metrics", "models", "upsampling"))
+FC_SECTION = section("07", "A fully connected layer is a convolution")
+TRANSPOSED_SECTION = section("07", "Transposed convolution: size, bilinear kernel, checkerboard")
+MIOU_SECTION = section("07", "Mean IoU: the confusion matrix, and why not pixel accuracy")
+# The exercises rebuild course_lib.segmentation, so none of it may be called.
+FORBIDDEN = ("course_lib.segmentation",)
 
 
 def _compare_parts(*parts):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import Case, Exercise, Mistake, compare_tensor, register, rand_dtype, rand_int
+from .core import Case, Exercise, Mistake, compare_tensor, register, rand_dtype, rand_int, section
 
 LECTURE = "04_visualizing"
 
@@ -107,9 +107,9 @@ def _random_cnn_case_parts(gen, min_size=4, max_size=14):
 
 # --- what the run functions watch, and how the answers are compared ---------------------------------
 
-OCCLUSION_SECTION = "(lecture 04, section 'The occlusion experiment')"
-SALIENCY_SECTION = "(lecture 04, section 'Gradients: saliency and guided backpropagation')"
-CLASS_SECTION = "(lecture 04, section 'Class-model visualisation')"
+OCCLUSION_SECTION = f"({section('04', 'The occlusion experiment')})"
+SALIENCY_SECTION = f"({section('04', 'Gradients: saliency and guided backpropagation')})"
+CLASS_SECTION = f"({section('04', 'Class-model visualisation: what image does the network want?')})"
 LIBRARY = "course_lib.visualize"
 
 
