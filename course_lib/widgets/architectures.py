@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from ._interact import interact
 
 __all__ = ["ARCHITECTURES", "architecture_table", "architecture_explorer"]
 
@@ -43,12 +44,9 @@ def architecture_explorer():
     import ipywidgets as w
 
     def show(name, size, max_depth):
-        try:
-            print(architecture_table(name, size, None if max_depth == "every layer" else max_depth))
-        except ValueError as err:  # e.g. an input too small for the network, or LeNet's fixed 32x32
-            print(err)
+        print(architecture_table(name, size, None if max_depth == "every layer" else max_depth))
 
-    return w.interact(
+    return interact(
         show,
         name=w.Dropdown(options=list(ARCHITECTURES), value="resnet18", description="model"),
         size=w.IntSlider(224, 32, 320, step=16, description="input size"),

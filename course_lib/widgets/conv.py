@@ -9,6 +9,7 @@ from ..conv import conv_output_size
 from ..plot import layout
 from ..pooling import avg_pool2d, max_pool2d
 from ..validate import pair
+from ._interact import interact
 
 __all__ = ["draw_windows", "draw_pooling", "conv_explorer", "pooling_explorer"]
 
@@ -95,13 +96,9 @@ def conv_explorer():
     import ipywidgets as w
 
     def show(size, kernel, stride, padding, dilation):
-        try:
-            draw_windows(size, kernel, stride, padding, dilation)
-            plt.show()
-        except ValueError as err:  # e.g. a kernel larger than the padded input: explain, don't crash
-            print(err)
+        draw_windows(size, kernel, stride, padding, dilation)
 
-    return w.interact(
+    return interact(
         show,
         size=w.IntSlider(7, 1, 16, description="input"),
         kernel=w.IntSlider(3, 1, 7, description="kernel"),
@@ -119,13 +116,9 @@ def pooling_explorer(x: torch.Tensor | None = None):
         x = torch.randint(0, 10, (6, 6), generator=torch.Generator().manual_seed(0)).float()
 
     def show(kernel, stride, mode):
-        try:
-            draw_pooling(x, kernel, stride, mode)
-            plt.show()
-        except ValueError as err:
-            print(err)
+        draw_pooling(x, kernel, stride, mode)
 
-    return w.interact(
+    return interact(
         show,
         kernel=w.IntSlider(2, 1, min(x.shape), description="kernel"),
         stride=w.IntSlider(2, 1, min(x.shape), description="stride"),

@@ -6,6 +6,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.patches import Rectangle
+from ._interact import interact
 
 
 __all__ = ["draw_boxes", "draw_detections_filtered", "opening_threshold", "detection_explorer"]
@@ -103,9 +104,8 @@ def detection_explorer(model, image, class_names=None, gt_boxes=None, score_thre
 
     def show(score_threshold, nms_threshold):
         draw_detections_filtered(image, raw, score_threshold, nms_threshold, class_names, gt_boxes)
-        plt.show()
 
-    return w.interact(
+    return interact(
         show,
         score_threshold=w.FloatSlider(score_threshold, min=0.0, max=0.99, step=0.01, description="score >", continuous_update=False),
         nms_threshold=w.FloatSlider(nms_threshold, min=0.05, max=1.0, step=0.05, description="NMS IoU", continuous_update=False),

@@ -3,6 +3,7 @@ faces of a gallery the embedding puts nearest."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from ._interact import interact
 
 __all__ = ["draw_face_neighbours", "face_explorer"]
 
@@ -63,15 +64,11 @@ def face_explorer(model, gallery, identities, seed: int = 0, k: int = 6, align: 
     gallery_embeddings = embed(model, align_faces(gallery.images, gallery.eyes) if align else gallery.images)
 
     def show(identity, smile, glasses, turn, tilt):
-        try:
-            fig, axes = plt.subplots(1, k + 1, figsize=(1.7 * (k + 1), 2.8), layout="constrained")
-            draw_face_neighbours(model, identity, gallery, gallery_embeddings, smile, glasses, turn, tilt, k, seed, align, axes)
-            fig.suptitle("a drawn person and the gallery faces nearest to it in the embedding (green: same person)")
-            plt.show()
-        except ValueError as err:
-            print(err)
+        fig, axes = plt.subplots(1, k + 1, figsize=(1.7 * (k + 1), 2.8), layout="constrained")
+        draw_face_neighbours(model, identity, gallery, gallery_embeddings, smile, glasses, turn, tilt, k, seed, align, axes)
+        fig.suptitle("a drawn person and the gallery faces nearest to it in the embedding (green: same person)")
 
-    return w.interact(
+    return interact(
         show,
         identity=w.Dropdown(options=identities, value=identities[0], description="person"),
         smile=w.FloatSlider(0.0, min=0.0, max=1.0, step=0.1, description="smile", continuous_update=False),

@@ -8,6 +8,7 @@ import torch
 from matplotlib.patches import Circle
 
 from ..data.figures import JOINTS, SIDE, SKELETON
+from ._interact import interact
 
 __all__ = ["draw_skeleton", "draw_pose_heatmap", "pose_explorer"]
 
@@ -102,15 +103,11 @@ def pose_explorer(images, keypoints, visible=None, logits=None):
     from ..pose import DECODERS
 
     def show(figure, joint, radius, decoder):
-        try:
-            draw_pose_heatmap(images[figure], keypoints[figure], joint, radius,
-                              None if logits is None else logits[figure], decoder,
-                              None if visible is None else visible[figure])
-            plt.show()
-        except ValueError as err:
-            print(err)
+        draw_pose_heatmap(images[figure], keypoints[figure], joint, radius,
+                          None if logits is None else logits[figure], decoder,
+                          None if visible is None else visible[figure])
 
-    return w.interact(
+    return interact(
         show,
         figure=w.IntSlider(0, min=0, max=len(images) - 1, description="figure", continuous_update=False),
         joint=w.Dropdown(options=[(name.replace("_", " "), k) for k, name in enumerate(JOINTS)], value=0, description="joint"),

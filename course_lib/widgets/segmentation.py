@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
+from ._interact import interact
 
 __all__ = ["label_colours", "draw_segmentation", "segmentation_explorer"]
 
@@ -94,14 +95,10 @@ def segmentation_explorer(models: dict, images, targets, class_names=None):
         return cache[name, index]
 
     def show(scene, model, opacity):
-        try:
-            draw_segmentation(images[scene], predicted(model, scene), targets[scene], class_names, opacity,
-                              title=f"{model}, scene {scene}")
-            plt.show()
-        except ValueError as err:
-            print(err)
+        draw_segmentation(images[scene], predicted(model, scene), targets[scene], class_names, opacity,
+                          title=f"{model}, scene {scene}")
 
-    return w.interact(
+    return interact(
         show,
         scene=w.IntSlider(0, min=0, max=len(images) - 1, description="scene", continuous_update=False),
         model=w.Dropdown(options=list(models), description="model"),

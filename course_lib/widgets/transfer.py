@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
+from ._interact import interact
 
 __all__ = ["STRATEGIES", "transfer_table", "draw_transfer_curves", "transfer_explorer"]
 
@@ -111,18 +112,14 @@ def transfer_explorer(results):
     labels, curves = _curves(results)
 
     def show(labels_per_class, strategies):
-        try:
-            draw_transfer_curves(results, labels_per_class, strategies or None)
-            plt.show()
-            row = labels.index(labels_per_class)
-            for name in strategies or curves:
-                table = curves[name][row]
-                print(f"{STRATEGIES[name]:40s} {100 * float(table.mean()):5.1f}% ± {100 * float(_spread(curves[name])[row]):.1f}"
-                      f" over {table.numel()} seed{'' if table.numel() == 1 else 's'}")
-        except ValueError as err:
-            print(err)
+        draw_transfer_curves(results, labels_per_class, strategies or None)
+        row = labels.index(labels_per_class)
+        for name in strategies or curves:
+            table = curves[name][row]
+            print(f"{STRATEGIES[name]:40s} {100 * float(table.mean()):5.1f}% ± {100 * float(_spread(curves[name])[row]):.1f}"
+                  f" over {table.numel()} seed{'' if table.numel() == 1 else 's'}")
 
-    return w.interact(
+    return interact(
         show,
         labels_per_class=w.SelectionSlider(options=labels, value=labels[min(2, len(labels) - 1)], description="labels/class"),
         strategies=w.SelectMultiple(options=[(STRATEGIES[name], name) for name in curves], value=tuple(curves),

@@ -7,6 +7,7 @@ from matplotlib.patches import Rectangle
 
 from ..plot import layout
 from ..validate import pair
+from ._interact import interact
 
 __all__ = ["draw_occlusion", "occlusion_explorer", "draw_top_activations"]
 
@@ -87,13 +88,9 @@ def occlusion_explorer(model, image, target: int, layer=None, class_names=None):
     size = min(image.shape[-2:])
 
     def show(patch_size, stride, fill):
-        try:
-            draw_occlusion(model, image, target, patch_size, stride, fill, layer=layer, class_names=class_names)
-            plt.show()
-        except ValueError as err:
-            print(err)
+        draw_occlusion(model, image, target, patch_size, stride, fill, layer=layer, class_names=class_names)
 
-    return w.interact(
+    return interact(
         show,
         patch_size=w.IntSlider(max(1, size // 4), 1, size, description="patch size", continuous_update=False),
         stride=w.IntSlider(max(1, size // 16), 1, max(1, size // 4), description="stride", continuous_update=False),
