@@ -22,6 +22,19 @@ def assert_rejected():
 
 
 @pytest.fixture
+def assert_mistake_fails_on(assert_rejected):
+    """``assert_mistake_fails_on(name, key, case)``: the known mistake ``key`` of exercise ``name`` is
+    rejected, and among its failing cases is one whose label contains ``case`` (the case built for it)."""
+
+    def fails_on(name, key, case):
+        mistake = next(m for m in get_exercise(name).mistakes if m.key == key)
+        result = assert_rejected(name, mistake.fn)
+        assert any(case in label for label, ok, _ in result.cases if not ok), result.message
+
+    return fails_on
+
+
+@pytest.fixture
 def unwatched():
     """``unwatched(name, fn, seed=None)``: ``fn`` graded on the exercise's cases without the forbidden-call
     watch, so that course_lib's own functions (which the exercises forbid) can be checked against the oracles."""
