@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.grading import check, exercise_names
+from course_lib.grading.conv import _correlate
 from course_lib.grading.core import Case, case_generator, get_exercise
 from odd_answers import Liar
 
@@ -42,12 +43,8 @@ def conv2d_naive(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
-    sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    kh, kw = weight.shape[2:]
-    xp = F.pad(x, (padding,) * 4)
-    windows = xp.unfold(2, dilation * (kh - 1) + 1, sh).unfold(3, dilation * (kw - 1) + 1, sw)[..., ::dilation, ::dilation]
-    out = torch.einsum("nchwkl,ockl->nohw", windows, weight)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    """The grader's own correct unfold-and-einsum convolution (the base its conv mistakes bend), as a student answer."""
+    return _correlate(x, weight, bias, stride, padding, dilation)
 
 
 def conv_params(in_channels, out_channels, kernel, bias=True):
