@@ -45,7 +45,8 @@ test-fast: $(STAMP)  ## unit tests only (no notebooks, no end-to-end tests)
 
 lectures: $(STAMP)  ## re-execute every lecture in full mode and save its outputs
 	for nb in lectures/*.ipynb; do \
-		COURSE_FAST=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=3600 $$nb || exit 1; \
+		COURSE_FAST=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=3600 \
+			--AsyncKernelManager.client_class=course_lib.kernel_client.SlicedPollClient $$nb || exit 1; \
 	done
 
 exercises: $(STAMP)  ## regenerate exercises/ from solutions/

@@ -18,11 +18,13 @@ import nbformat
 import torch
 import torchvision
 from nbclient import NotebookClient
+from traitlets.config import Config
 
 import course_lib
 from wheel_env import ROOT, bare_venv, build_wheel, run_python
 
 NOTEBOOK = ROOT / "lectures" / "02_pooling.ipynb"  # quick in fast mode, with plots and a widget explorer
+SLICED_POLLS = Config({"AsyncKernelManager": {"client_class": "course_lib.kernel_client.SlicedPollClient"}})
 
 FAKE_OUTPUT = '''"""Stands in for Colab's google.colab.output: records what the notebook asked of it."""
 calls = []
@@ -90,7 +92,8 @@ def test_a_lecture_alone_on_colab_installs_the_wheel_and_runs(tmp_path, monkeypa
     assert "google.colab" in first.source and "COURSE_PIP_SPEC" in first.source
     count = len(nb.cells)
     nb.cells += [nbformat.v4.new_code_cell(source) for source in (SPY, first.source, PROBE)]
-    client = NotebookClient(nb, timeout=300, kernel_name="colab", resources={"metadata": {"path": str(content)}})
+    client = NotebookClient(nb, timeout=300, kernel_name="colab", resources={"metadata": {"path": str(content)}},
+                            config=SLICED_POLLS)
     with client.setup_kernel():
         for index, cell in enumerate(nb.cells):
             if cell.cell_type == "code":

@@ -120,8 +120,10 @@ def local_cluster(n_workers: int):
     distributed = _distributed()
     seed = os.environ.pop(HIDDEN_SEED_ENV, None)
     try:
+        # The scheduler always serves HTTP (health checks); on a free port of 127.0.0.1, with no dashboard.
         with distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                      dashboard_address=None, memory_limit=0) as cluster:
+                                      dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                                      memory_limit=0) as cluster:
             yield cluster
     finally:
         if seed is not None:

@@ -349,10 +349,13 @@ def kernel_environment(scratch: Path, limits: Limits) -> dict[str, str]:
 
 
 class _KernelManager(AsyncKernelManager):
-    """Starts ipykernel from this Python, wrapped by ``wrap``, over Unix sockets in ``scratch``."""
+    """Starts ipykernel from this Python, wrapped by ``wrap``, over Unix sockets in ``scratch``; its client
+    polls in slices (:mod:`course_lib.kernel_client`), so a submission with widgets is not timed out
+    by a missed reply."""
 
     def __init__(self, wrap, scratch: Path, **kwargs):
-        super().__init__(transport="ipc", ip=str(scratch / "k"), connection_file=str(scratch / "kernel.json"), **kwargs)
+        super().__init__(transport="ipc", ip=str(scratch / "k"), connection_file=str(scratch / "kernel.json"),
+                         client_class="course_lib.kernel_client.SlicedPollClient", **kwargs)
         self._wrap = wrap
 
     @property
