@@ -31,7 +31,7 @@ from torch import nn
 from .data.figures import JOINTS
 from .progress import progress as progress_bar
 from .runtime import device as default_device
-from .train import batches
+from .train import batches, evaluating
 from .validate import floating, positive_int, same_device
 
 __all__ = [
@@ -334,10 +334,8 @@ def train_keypoints(model: nn.Module, images: torch.Tensor, keypoints: torch.Ten
         history["seconds"].append(time.perf_counter() - start)
         postfix = {"loss": f"{history['loss'][-1]:.4f}"}
         if evaluate is not None:
-            model.eval()
-            with torch.no_grad():
+            with evaluating(model), torch.no_grad():
                 history["metric"].append(float(evaluate(model)))
-            model.train()
             postfix["metric"] = f"{history['metric'][-1]:.3f}"
         bar.set_postfix(postfix)
         bar.update()

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
+from ..train import predict
 from ._interact import interact
 
 __all__ = ["label_colours", "draw_segmentation", "segmentation_explorer"]
@@ -86,12 +87,7 @@ def segmentation_explorer(models: dict, images, targets, class_names=None):
 
     def predicted(name, index):
         if (name, index) not in cache:
-            model = models[name]
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
-                cache[name, index] = model(images[index : index + 1])[0].argmax(0)
-            model.train(was_training)
+            cache[name, index] = predict(models[name], images[index : index + 1])[0].argmax(0)
         return cache[name, index]
 
     def show(scene, model, opacity):
